@@ -1,0 +1,135 @@
+"""ClassificationAdapter: what the core needs to know about image classification."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tavaal_seg.core.adapter import Pool, batch_slices, shuffled_batches
+
+from .config import ClsConfig
+from .data import ClassificationData, DataRequest, load_dataset
+from .models import build_cls_model
+
+
+def random_crop_flip(x: torch.Tensor, crop: int, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Batched random crop (after zero padding) + horizontal flip on uint8 B×3×H×W, on x's
+    device, with offsets drawn from a CPU generator so results do not depend on the device."""
+    b, _, h, w = x.shape
+    if pad:
+        x = F.pad(x, (pad, pad, pad, pad))
+        h, w = h + 2 * pad, w + 2 * pad
+    oy = torch.randint(0, h - crop + 1, (b,), generator=generator).to(x.device)
+    ox = torch.randint(0, w - crop + 1, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    ar = torch.arange(crop, device=x.device)
+    rows = (oy[:, None] + ar)[:, :, None]                    # B×crop×1
+    cols = ox[:, None] + ar
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]  # B×1×crop
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[..., top:top + crop, left:left + crop]
+
+
+class ClassificationAdapter:
+    metric_name = "accuracy"
+
+    def __init__(self, cfg: ClsConfig, data_root: Path, data: ClassificationData | None = None) -> None:
+        self.cfg = cfg
+        self.data_root = Path(data_root)
+        d = cfg.data
+        self.data = data or load_dataset(d.name, DataRequest(
+            root=self.data_root, download=d.download, train_per_class=d.train_per_class,
+            test_per_class=d.test_per_class, imbalance_ratio=d.imbalance_ratio, resize=d.resize, crop=d.crop,
+            split_seed=d.split_seed, test_fraction=d.test_fraction, train_dir=d.train_dir, test_dir=d.test_dir))
+        if len(self.data.train) == 0 or len(self.data.test) == 0:
+            raise ValueError(f"{self.data_root}: the {d.name} train or test split is empty")
+        self.num_classes = len(self.data.classes)
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    # -- data on the device, uint8, moved once
+    def _tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device.clear()
+            self._on_device[key] = (self.data.train.images.to(device), torch.as_tensor(self.data.train.labels, device=device),
+                                    self.data.test.images.to(device))
+        return self._on_device[key]
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.data.mean, device=x.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.data.std, device=x.device).view(1, 3, 1, 1) * 255
+        x = (x.float() - mean) / std
+        return x.contiguous(memory_format=torch.channels_last) if x.is_cuda and self.cfg.train.channels_last else x
+
+    def pool(self) -> Pool:
+        return Pool(tuple(self.data.train.ids), tuple(self.data.train.paths))
+
+    def build_model(self) -> nn.Module:
+        m = self.cfg.model
+        return build_cls_model(m.name, self.num_classes, m.width, m.weights)
+
+    def train_batches(self, indices: np.ndarray, batch_size: int, generator: torch.Generator,
+                      device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels, _ = self._tensors(device)
+        for batch in shuffled_batches(indices, batch_size, generator):
+            idx = torch.as_tensor(batch, device=device)
+            x = random_crop_flip(images[idx], self.data.crop, self.data.pad, generator)
+            yield self._normalize(x), labels[idx]
+
+    def pool_batches(self, indices: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        images, _, _ = self._tensors(device)
+        for batch in batch_slices(np.asarray(indices), batch_size):
+            yield self._normalize(center_crop(images[torch.as_tensor(batch, device=device)], self.data.crop))
+
+    def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        _, _, test = self._tensors(device)
+        labels = torch.as_tensor(self.data.test.labels, device=device)
+        for i in range(0, len(test), batch_size):
+            yield self._normalize(center_crop(test[i:i + batch_size], self.data.crop)), labels[i:i + batch_size]
+
+    def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, reduction="none")
+
+    def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits.float(), dim=1)
+        return -(logp.exp() * logp).sum(dim=1)
+
+    def new_metric(self) -> "Accuracy":
+        return Accuracy(self.num_classes)
+
+    def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
+        x = center_crop(self.data.train.images[torch.as_tensor(np.asarray(indices), dtype=torch.long)], self.data.crop)
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        return F.interpolate(x.float(), size=tuple(size), mode="area").round().clamp(0, 255).to(torch.uint8)
+
+    def labels_of(self, indices: np.ndarray) -> np.ndarray:
+        return self.data.train.labels[np.asarray(indices)]
+
+
+class Accuracy:
+    """Top-1 accuracy, with per-class accuracy for imbalanced data."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.correct = torch.zeros(num_classes, dtype=torch.long)
+        self.total = torch.zeros(num_classes, dtype=torch.long)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        pred = logits.argmax(dim=1).cpu()
+        target = target.cpu()
+        n = len(self.total)
+        self.total += torch.bincount(target, minlength=n)
+        self.correct += torch.bincount(target[pred == target], minlength=n)
+
+    def compute(self) -> dict[str, float]:
+        return {"accuracy": float(self.correct.sum()) / max(1, int(self.total.sum()))}

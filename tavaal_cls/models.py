@@ -1,0 +1,120 @@
+"""Classification task models whose forward returns ``(logits, tapped feature maps)``."""
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet18(nn.Module):
+    """ResNet-18 for 32×32 inputs (3×3 stride-1 stem, no max-pool), as in the TA-VAAL and
+    Learning Loss reference code. ``width`` scales every stage (1.0 = 64/128/256/512 channels);
+    smaller widths make CPU runs affordable. Taps: the four residual stages."""
+
+    def __init__(self, num_classes: int, width: float = 1.0) -> None:
+        super().__init__()
+        widths = [max(4, int(round(c * width))) for c in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        layers, prev = [], widths[0]
+        for i, c in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layers.append(nn.Sequential(BasicBlock(prev, c, stride), BasicBlock(c, c, 1)))
+            prev = c
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.linear = nn.Linear(widths[-1], num_classes)
+        self.tap_channels = tuple(widths)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = F.relu(self.bn1(self.conv1(x)))
+        f1 = self.layer1(out)
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        f4 = self.layer4(f3)
+        logits = self.linear(torch.flatten(F.adaptive_avg_pool2d(f4, 1), 1))
+        return logits, [f1, f2, f3, f4]
+
+
+class TorchvisionResNet18(nn.Module):
+    """torchvision's ImageNet-style ResNet-18 (7×7 stem + max-pool) for 224-pixel inputs, with
+    the four stages tapped. Weights only from a local file: nothing is downloaded."""
+
+    def __init__(self, num_classes: int, width: float = 1.0) -> None:
+        super().__init__()
+        if width != 1.0:
+            raise ValueError("model.width: torchvision's resnet18 has a fixed width; use 1.0 or model resnet18_cifar")
+        self.net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+        self.tap_channels = (64, 128, 256, 512)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        f1 = n.layer1(x)
+        f2 = n.layer2(f1)
+        f3 = n.layer3(f2)
+        f4 = n.layer4(f3)
+        return n.fc(torch.flatten(n.avgpool(f4), 1)), [f1, f2, f3, f4]
+
+
+CLS_MODELS: types.MappingProxyType[str, Callable[[int, float], nn.Module]] = types.MappingProxyType({
+    "resnet18_cifar": CifarResNet18,
+    "resnet18": TorchvisionResNet18,
+})
+
+
+def load_local_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict (``weights_only``: a checkpoint cannot run code). A classifier
+    head whose shape differs (other number of classes) is left at its initialisation."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.weights: no such file {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    own = model.state_dict()
+    prefix = "net." if any(k.startswith("net.") for k in own) and not any(k.startswith("net.") for k in state) else ""
+    state = {prefix + k: v for k, v in state.items()}
+    compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in compatible]
+    if len(compatible) == 0:
+        raise ValueError(f"model.weights: {path} shares no parameter names/shapes with the model")
+    model.load_state_dict(compatible, strict=False)
+    if missing:
+        import logging
+
+        logging.getLogger("tavaal").info("model.weights: %d tensors kept at init (%s...)", len(missing), missing[:3])
+
+
+def build_cls_model(name: str, num_classes: int, width: float = 1.0, weights: str | None = None) -> nn.Module:
+    if name not in CLS_MODELS:
+        raise ValueError(f"model.name: unknown model {name!r}; choose one of {', '.join(sorted(CLS_MODELS))}")
+    model = CLS_MODELS[name](num_classes, width)
+    if weights:
+        load_local_weights(model, weights)
+    return model

@@ -1,0 +1,94 @@
+"""The seam between the task-agnostic core and a task (classification, segmentation).
+
+The core never knows what it is classifying or segmenting: everything task-specific comes
+through this protocol.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The unlabeled-and-labeled training pool: stable ids and paths relative to the data root."""
+
+    ids: tuple[str, ...]
+    paths: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.paths):
+            raise ValueError("pool ids and paths differ in length")
+        if len(set(self.ids)) != len(self.ids):
+            seen: set[str] = set()
+            dupes = [i for i in self.ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+            raise ValueError(f"duplicate image ids in the pool: {dupes[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class TappedModel(Protocol):
+    """A task model whose forward returns ``(logits, feats)``; ``tap_channels`` lists the
+    channel count of each tapped feature map (the ranker is built from it)."""
+
+    tap_channels: Sequence[int]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+
+class Metric(Protocol):
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+class TaskAdapter(Protocol):
+    metric_name: str          # the headline metric's key in Metric.compute() (accuracy, mIoU)
+    data_root: Path
+
+    def pool(self) -> Pool: ...
+
+    def build_model(self) -> nn.Module: ...
+
+    def train_batches(self, indices: np.ndarray, batch_size: int, generator: torch.Generator,
+                      device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Augmented training batches of pool items ``indices``, in an order drawn from ``generator``."""
+
+    def pool_batches(self, indices: np.ndarray, batch_size: int,
+                     device: torch.device) -> Iterator[torch.Tensor]:
+        """Pool images in order with the test-time transform (no labels needed)."""
+
+    def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Task loss per sample (B,), the ranker's target."""
+
+    def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predictive entropy per sample (B,)."""
+
+    def new_metric(self) -> Metric: ...
+
+    def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
+        """uint8 N×3×H×W: the VAE's view of pool items at the configured VAE resolution."""
+
+
+def batch_slices(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Split an index order into batches; a trailing batch of one sample joins the previous
+    batch (a single sample can form no ranking pair and breaks batch-norm statistics)."""
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] = np.concatenate([batches[-2], batches[-1]])
+        batches.pop()
+    return batches
+
+
+def shuffled_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
+    order = np.asarray(indices)[torch.randperm(len(indices), generator=generator).numpy()]
+    return batch_slices(order, batch_size)

@@ -1,0 +1,107 @@
+"""The command line both tools share (``tools/al_cls.py``, ``tools/al_seg.py``)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import BaseConfig, ConfigError, load_config
+from .loop import ActiveLearningRun, RunDirError
+from .runtime import LOG, setup_logging
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+# flag -> dotted config key; every other value goes through --set
+FLAG_KEYS = {
+    "strategy": "active.strategy", "cycles": "active.cycles", "initial": "active.initial",
+    "budget": "active.budget", "subset": "active.subset", "epochs": "train.epochs",
+    "device": "device", "seed": "seed", "run_dir": "run_dir", "data_root": "data.root",
+}
+
+
+def describe_keys(cls: type, prefix: str = "") -> list[str]:
+    """``key (type, default)`` lines for --help, walked from the config dataclasses."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += describe_keys(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        type_name = str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        lines.append(f"  {prefix}{f.name} = {default!r}  ({type_name})")
+    return lines
+
+
+def build_parser(prog: str, description: str, config_cls: type, default_config: Path) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (set in the YAML file or with --set key=value; shown with their defaults):\n"
+               + "\n".join(describe_keys(config_cls))
+               + "\n\nexit codes: 0 done, 2 bad input (config, data, run dir), 130 interrupted")
+    parser.add_argument("--config", type=Path, default=default_config,
+                        help=f"experiment YAML (default: {default_config})")
+    parser.add_argument("--data-root", help="dataset folder (config data.root; else $TAVAAL_DATA_ROOT)")
+    parser.add_argument("--run-dir", help="where state, metrics, selections and logs go (config run_dir)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its last completed step")
+    parser.add_argument("--strategy", help="random | entropy | coreset | lloss | vaal | tavaal (active.strategy)")
+    parser.add_argument("--cycles", type=int, help="train/evaluate rounds (active.cycles)")
+    parser.add_argument("--initial", type=int, help="images labeled at random before cycle 1 (active.initial)")
+    parser.add_argument("--budget", type=int, help="images selected per cycle (active.budget)")
+    parser.add_argument("--subset", type=int, help="unlabeled images scored per cycle (active.subset)")
+    parser.add_argument("--epochs", type=int, help="task-model epochs per cycle (train.epochs)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device (device)")
+    parser.add_argument("--seed", type=int, help="run seed (seed)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set train.lr=0.01 (repeatable; value parsed as YAML)")
+    return parser
+
+
+def resolve(args: argparse.Namespace, config_cls: type[BaseConfig]) -> BaseConfig:
+    overrides = []
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}" if not isinstance(value, str) else f"{key}={_quote(value)}")
+    cfg = load_config(config_cls, args.config, [*overrides, *args.overrides])
+    data = getattr(cfg, "data", None)
+    if data is not None and data.root is None and os.environ.get("TAVAAL_DATA_ROOT"):
+        data.root = os.environ["TAVAAL_DATA_ROOT"]
+    return cfg
+
+
+def _quote(value: str) -> str:
+    """Keep a string flag a string through the YAML parse of overrides."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls: type[BaseConfig],
+         default_config: Path, make_adapter: Callable[[Any, Path], Any]) -> int:
+    parser = build_parser(prog, description, config_cls, default_config)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = resolve(args, config_cls)
+        if cfg.data.root is None:
+            raise ConfigError("no data root: pass --data-root DIR, set data.root in the config or $TAVAAL_DATA_ROOT")
+        run_dir = Path(cfg.run_dir)
+        adapter = make_adapter(cfg, Path(cfg.data.root))
+        run = ActiveLearningRun(cfg, adapter, run_dir, resume=args.resume)
+        setup_logging(run_dir)
+        state = run.run()
+    except (ConfigError, RunDirError, FileNotFoundError, ValueError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; continue with --resume --run-dir {getattr(args, 'run_dir', None) or ''}".rstrip(),
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    LOG.info("done: %d labeled images; outputs in %s", len(state.labeled), run_dir)
+    return EXIT_OK

@@ -1,0 +1,263 @@
+"""The active-learning cycle: train -> evaluate -> score -> select -> export -> (label) -> repeat.
+
+Every step starts from a seed derived from (run seed, cycle, step) and ends with an atomic
+write, so a run killed anywhere resumes from its last completed step and finishes with the
+same selections as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .adapter import TaskAdapter
+from .config import BaseConfig, ConfigError, dump_yaml, to_dict
+from .export import export_selection
+from .ranker import LossRanker
+from .runtime import (LOG, Precision, atomic_torch_save, atomic_write_text, derive_seed, resolve_device,
+                      seed_everything)
+from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
+from .strategies import Selection, SelectionContext, get_strategy
+from .training import evaluate, prepare_model, train_task_model
+
+# Keys that may change between a run and its resume without changing what it computes.
+RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_last", "logging", "eval.batch_size")
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked (exists without --resume, other config, ...)."""
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            lines.append(f"  {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return lines
+
+class ActiveLearningRun:
+    """One run of the cycle for a task adapter, persisted in ``run_dir``."""
+
+    def __init__(self, cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False) -> None:
+        self.cfg, self.adapter, self.run_dir = cfg, adapter, Path(run_dir)
+        self.strategy = get_strategy(cfg.active.strategy)
+        self.device = resolve_device(cfg.device)
+        self.precision = Precision(self.device, cfg.train.amp, force_cpu_bf16=cfg.train.amp_on_cpu)
+        self.state_path = self.run_dir / "state.json"
+        self.pool = adapter.pool()
+        self.index_of = {image_id: i for i, image_id in enumerate(self.pool.ids)}
+        self._check_budget()
+        self.state = self._open_state(resume)
+        self._writer: Any = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _check_budget(self) -> None:
+        a = self.cfg.active
+        selections = a.cycles - 1 + (1 if a.select_after_last else 0)
+        needed = a.initial + a.budget * selections
+        if needed > len(self.pool):
+            raise ConfigError(
+                f"active.budget/active.initial/active.cycles: the run needs {a.initial} initial + "
+                f"{selections} x {a.budget} selected = {needed} images, but the training pool has only "
+                f"{len(self.pool)} (data root {self.adapter.data_root}); lower active.budget, "
+                "active.initial or active.cycles")
+        if a.subset < a.budget:
+            raise ConfigError(f"active.subset ({a.subset}) must be at least active.budget ({a.budget})")
+
+    def _open_state(self, resume: bool) -> RunState:
+        config_path = self.run_dir / "config.yaml"
+        new_config = to_dict(self.cfg)
+        if self.state_path.exists():
+            if not resume:
+                raise RunDirError(f"{self.run_dir} already holds a run (state.json); pass --resume to continue it "
+                                  "or choose another --run-dir")
+            state = RunState.load(self.state_path)
+            if config_path.exists():
+                old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+                diff = config_differences(old, new_config)
+                if diff:
+                    raise RunDirError(f"{self.run_dir} was started with another config; differences (old -> new):\n"
+                                      + "\n".join(diff))
+            if state.pool_size != len(self.pool):
+                raise RunDirError(f"{self.run_dir}: the state was made for a pool of {state.pool_size} images, "
+                                  f"the data now has {len(self.pool)}")
+            LOG.info("resuming %s: %d labeled, %d cycles recorded", self.run_dir, len(state.labeled), len(state.cycles))
+        else:
+            state = RunState(seed=self.cfg.seed, strategy=self.strategy.name, pool_size=len(self.pool))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, dump_yaml(self.cfg))
+        return state
+
+    # ------------------------------------------------------------------ logging
+
+    def log_scalar(self, tag: str, value: float, step: int) -> None:
+        if not self.cfg.logging.tensorboard:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tb"))
+        self._writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write_metrics_csv(self) -> None:
+        metric_keys: list[str] = [self.adapter.metric_name]
+        timing_keys: list[str] = []
+        for rec in self.state.cycles:
+            metric_keys += [k for k in rec.metrics if k not in metric_keys]
+            timing_keys += [k for k in rec.timings if k not in timing_keys]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["cycle", "n_labeled", *metric_keys, *timing_keys])
+        for rec in self.state.cycles:
+            writer.writerow([rec.cycle, rec.n_labeled, *[rec.metrics.get(k, "") for k in metric_keys],
+                             *[f"{rec.timings[k]:.3f}" if k in rec.timings else "" for k in timing_keys]])
+        atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
+
+    def _commit(self) -> None:
+        self.state.save(self.state_path)
+        self._write_metrics_csv()
+
+    # ------------------------------------------------------------------ steps
+
+    def _record_selection(self, cycle: int, strategy: str, selection: Selection) -> SelectionRecord:
+        record = SelectionRecord(cycle, strategy, [
+            SelectedItem(rank + 1, self.pool.ids[i], self.pool.paths[i], float(s))
+            for rank, (i, s) in enumerate(zip(selection.indices.tolist(), selection.scores.tolist()))
+        ])
+        self.state.add_selection(record)
+        # the export first, then the state: a kill in between redoes the (deterministic) step
+        export_selection(record, self.run_dir / "selections")
+        self._commit()
+        return record
+
+    def _initial_selection(self) -> None:
+        if any(s.cycle == 0 for s in self.state.selections):
+            return
+        gen = seed_everything(derive_seed(self.cfg.seed, 0, "initial"))
+        order = torch.randperm(len(self.pool), generator=gen).numpy()[: self.cfg.active.initial]
+        keys = np.linspace(1.0, 0.0, len(order), endpoint=False)  # rank order of the random draw
+        self._record_selection(0, "initial", Selection(order, keys))
+        LOG.info("cycle 0: %d initial images picked at random", len(order))
+
+    def labeled_indices(self) -> np.ndarray:
+        return np.sort(np.fromiter((self.index_of[i] for i in self.state.labeled), dtype=np.int64))
+
+    def _checkpoint_path(self, cycle: int) -> Path:
+        return self.run_dir / "checkpoints" / f"cycle_{cycle:02d}.pt"
+
+    def _build(self) -> tuple[torch.nn.Module, LossRanker | None]:
+        model = prepare_model(self.adapter.build_model(), self.device, self.cfg)
+        ranker = None
+        if self.strategy.trains_ranker:
+            ranker = LossRanker(list(model.tap_channels), self.cfg.ranker.hidden).to(self.device)
+        return model, ranker
+
+    def _train_and_evaluate(self, cycle: int, labeled: np.ndarray) -> tuple[torch.nn.Module, LossRanker | None]:
+        gen = seed_everything(derive_seed(self.cfg.seed, cycle, "train"))
+        model, ranker = self._build()
+        LOG.info("cycle %d: training on %d labeled images (%s, %s)", cycle, len(labeled), self.device, self.precision.name)
+        epochs = self.cfg.train.epochs
+
+        def on_epoch(epoch: int, task_loss: float, rank_loss: float) -> None:
+            step = (cycle - 1) * epochs + epoch
+            self.log_scalar("train/task_loss", task_loss, step)
+            if ranker is not None:
+                self.log_scalar("train/rank_loss", rank_loss, step)
+
+        trained = train_task_model(model, ranker, self.adapter, labeled, self.cfg, self.precision, self.device, gen, on_epoch)
+        atomic_torch_save({"model": model.state_dict(), "ranker": None if ranker is None else ranker.state_dict()},
+                          self._checkpoint_path(cycle))
+        start = time.perf_counter()
+        metrics = evaluate(model, self.adapter, self.cfg, self.precision, self.device)
+        eval_s = time.perf_counter() - start
+        LOG.info("cycle %d: %d labeled -> %s %.4f", cycle, len(labeled), self.adapter.metric_name,
+                 metrics[self.adapter.metric_name])
+        for key, value in metrics.items():
+            self.log_scalar(f"metric/{key}", value, cycle)
+        self.log_scalar(f"metric_vs_labeled/{self.adapter.metric_name}", metrics[self.adapter.metric_name], len(labeled))
+        self.state.cycles.append(CycleRecord(cycle, len(labeled), metrics, {
+            "train_s": trained.seconds, "train_img_per_s": trained.images / max(trained.seconds, 1e-9), "eval_s": eval_s}))
+        self._commit()
+        return model, ranker
+
+    def _load_trained(self, cycle: int) -> tuple[torch.nn.Module, LossRanker | None]:
+        model, ranker = self._build()
+        ckpt = torch.load(self._checkpoint_path(cycle), map_location=self.device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        if ranker is not None:
+            ranker.load_state_dict(ckpt["ranker"])
+        return model, ranker
+
+    def _select(self, cycle: int, model: torch.nn.Module, ranker: LossRanker | None, labeled: np.ndarray) -> None:
+        a = self.cfg.active
+        labeled_set = set(labeled.tolist())
+        unlabeled = np.fromiter((i for i in range(len(self.pool)) if i not in labeled_set), dtype=np.int64)
+        if a.budget > len(unlabeled):
+            raise ConfigError(f"active.budget ({a.budget}) is larger than the unlabeled pool ({len(unlabeled)} images)")
+        gen = seed_everything(derive_seed(self.cfg.seed, cycle, "select"))
+        subset = unlabeled[torch.randperm(len(unlabeled), generator=gen).numpy()[: a.subset]]
+        ctx = SelectionContext(
+            cfg=self.cfg, adapter=self.adapter, model=model, ranker=ranker, labeled=labeled, candidates=subset,
+            budget=a.budget, precision=self.precision, device=self.device, generator=gen,
+            log_scalar=lambda tag, value, step: self.log_scalar(f"cycle_{cycle:02d}/{tag}", value, step))
+        start = time.perf_counter()
+        selection = self.strategy.select(ctx)
+        seconds = time.perf_counter() - start
+        record = self.state.cycle(cycle)
+        record.timings["select_s"] = seconds
+        record.selected = True
+        self._record_selection(cycle, self.strategy.name, selection)
+        LOG.info("cycle %d: %s selected %d of %d scored images in %.1fs", cycle, self.strategy.name,
+                 len(selection.indices), len(subset), seconds)
+
+    def _prune_checkpoints(self, keep: int) -> None:
+        for path in (self.run_dir / "checkpoints").glob("cycle_*.pt"):
+            if path != self._checkpoint_path(keep):
+                path.unlink(missing_ok=True)
+
+    def run(self) -> RunState:
+        try:
+            self._initial_selection()
+            a = self.cfg.active
+            for cycle in range(1, a.cycles + 1):
+                wants_selection = cycle < a.cycles or a.select_after_last
+                record = self.state.cycle(cycle)
+                if record is not None and (record.selected or not wants_selection):
+                    continue
+                labeled = self.labeled_indices()
+                if record is None:
+                    model, ranker = self._train_and_evaluate(cycle, labeled)
+                else:
+                    model, ranker = self._load_trained(cycle)
+                if wants_selection:
+                    self._select(cycle, model, ranker, labeled)
+                self._prune_checkpoints(cycle)
+            return self.state
+        finally:
+            self.close()
+
+def run_active_learning(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False) -> RunState:
+    return ActiveLearningRun(cfg, adapter, run_dir, resume).run()

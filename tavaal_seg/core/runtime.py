@@ -1,0 +1,149 @@
+"""Runtime helpers shared by every adapter: device, seeding, mixed precision, atomic files,
+logging and progress reporting."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+LOG = logging.getLogger("tavaal")
+T = TypeVar("T")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be one of auto, cpu, cuda; got {name!r}")
+    return torch.device(name)
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A stable 63-bit seed for one phase of one cycle.
+
+    Every phase (initial pick, training of cycle 3, VAE of cycle 3, ...) starts from its own
+    seed derived from the run seed, so a run resumed at any phase boundary replays exactly
+    what an uninterrupted run would have done.
+    """
+    key = json.dumps([seed, *[str(p) for p in parts]]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA) and return a CPU generator on that seed."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Precision:
+    """Mixed-precision policy: bf16 autocast where the GPU supports it, fp16 with a GradScaler
+    otherwise, fp32 on CPU (unless ``force_cpu_bf16``, used by tests to exercise the AMP path)."""
+
+    def __init__(self, device: torch.device, enabled: bool, force_cpu_bf16: bool = False) -> None:
+        self.device = device
+        if device.type == "cuda" and enabled:
+            self.dtype: torch.dtype | None = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif device.type == "cpu" and enabled and force_cpu_bf16:
+            self.dtype = torch.bfloat16
+        else:
+            self.dtype = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Backward + step for one or more optimizers sharing one loss (scaled under fp16)."""
+        self.scaler.scale(loss).backward()
+        for opt in optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers see the old file or
+    the new one, never half of one, even if the process is killed mid-write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr and, when a run dir is given, to ``run_dir/run.log``."""
+    LOG.setLevel(level)
+    LOG.propagate = False
+    for handler in list(LOG.handlers):
+        LOG.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    LOG.addHandler(stream)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        LOG.addHandler(file_handler)
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, log_every: int = 50) -> Iterator[T]:
+    """tqdm bars on a terminal; plain periodic log lines otherwise (CI logs, nohup, files)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+        return
+    for i, item in enumerate(iterable, 1):
+        if log_every > 0 and (i % log_every == 0 or (total is not None and i == total)):
+            LOG.info("%s: %d/%s", desc, i, total if total is not None else "?")
+        yield item

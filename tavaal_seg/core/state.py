@@ -1,0 +1,94 @@
+"""The run's durable state: every selection (with scores) and every finished cycle step.
+
+Like baal's labelled map, each labeled image id maps to the cycle it was selected at (0 = the
+initial random pick); that map is derived from the selection history, so the two can never
+disagree. The file is rewritten atomically after every completed step, and a run resumes from
+whatever the last write recorded.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .runtime import atomic_write_text
+
+STATE_FORMAT = 1
+
+
+@dataclass
+class SelectedItem:
+    rank: int
+    image_id: str
+    path: str
+    score: float
+
+
+@dataclass
+class SelectionRecord:
+    cycle: int
+    strategy: str
+    items: list[SelectedItem]
+
+
+@dataclass
+class CycleRecord:
+    cycle: int
+    n_labeled: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    selected: bool = False
+
+
+@dataclass
+class RunState:
+    seed: int
+    strategy: str
+    pool_size: int
+    selections: list[SelectionRecord] = field(default_factory=list)
+    cycles: list[CycleRecord] = field(default_factory=list)
+    format: int = STATE_FORMAT
+
+    @property
+    def labeled(self) -> dict[str, int]:
+        """image id -> the cycle whose selection labeled it (0 = initial)."""
+        return {item.image_id: sel.cycle for sel in self.selections for item in sel.items}
+
+    def cycle(self, number: int) -> CycleRecord | None:
+        return next((c for c in self.cycles if c.cycle == number), None)
+
+    def add_selection(self, record: SelectionRecord) -> None:
+        already = self.labeled
+        dupes = [it.image_id for it in record.items if it.image_id in already]
+        if dupes:
+            raise RuntimeError(f"cycle {record.cycle} selected already-labeled ids: {dupes[:5]}")
+        if any(s.cycle == record.cycle for s in self.selections):
+            raise RuntimeError(f"cycle {record.cycle} already has a selection")
+        self.selections.append(record)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["labeled"] = self.labeled  # for readers; derived, ignored on load
+        return json.dumps(data, indent=1, ensure_ascii=False)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "RunState":
+        try:
+            data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read run state {path}: {err}") from err
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(f"{path}: state format {data.get('format')!r} is not the supported {STATE_FORMAT}")
+        try:
+            return cls(
+                seed=data["seed"], strategy=data["strategy"], pool_size=data["pool_size"],
+                selections=[SelectionRecord(s["cycle"], s["strategy"], [SelectedItem(**i) for i in s["items"]])
+                            for s in data["selections"]],
+                cycles=[CycleRecord(**c) for c in data["cycles"]],
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path}: malformed run state ({err})") from err

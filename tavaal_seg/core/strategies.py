@@ -1,0 +1,167 @@
+"""Selection strategies, in one registry. Each says what it trains (the ranker? the VAE?) and
+how it scores the unlabeled subset; the cycle loop does the rest the same way for all."""
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .adapter import TaskAdapter
+from .config import BaseConfig
+from .ranker import LossRanker
+from .runtime import Precision
+from .training import PassOutputs, discriminator_logits, model_pass, train_vae, transform_rank
+
+
+class StreamingTopK:
+    """Keeps the k best (score, index) pairs seen so far: memory O(k + batch), whatever the
+    number of scored items. Ties break towards the item pushed first, so the result is
+    deterministic."""
+
+    def __init__(self, k: int, largest: bool) -> None:
+        self.k, self.largest = k, largest
+        self.scores = torch.empty(0, dtype=torch.float64)
+        self.items = torch.empty(0, dtype=torch.long)
+
+    def push(self, scores: torch.Tensor, items: torch.Tensor) -> None:
+        scores = torch.cat([self.scores, scores.detach().to(torch.float64).cpu()])
+        items = torch.cat([self.items, items.to(torch.long).cpu()])
+        keep = torch.sort(scores, descending=self.largest, stable=True).indices[: self.k]
+        self.scores, self.items = scores[keep], items[keep]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.items.numpy(), self.scores.numpy()
+
+
+def top_k(scores: torch.Tensor, candidates: np.ndarray, k: int, largest: bool, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    top = StreamingTopK(k, largest)
+    for i in range(0, len(candidates), chunk):
+        top.push(scores[i:i + chunk], torch.as_tensor(candidates[i:i + chunk]))
+    return top.result()
+
+
+@dataclass
+class SelectionContext:
+    """Everything a strategy may use to choose ``budget`` of ``candidates`` (pool indices)."""
+
+    cfg: BaseConfig
+    adapter: TaskAdapter
+    model: torch.nn.Module
+    ranker: LossRanker | None
+    labeled: np.ndarray
+    candidates: np.ndarray
+    budget: int
+    precision: Precision
+    device: torch.device
+    generator: torch.Generator
+    log_scalar: Callable[[str, float, int], None]
+
+    def pass_over(self, indices: np.ndarray, want: frozenset[str]) -> PassOutputs:
+        return model_pass(self.model, self.ranker, self.adapter, indices, want, self.cfg, self.precision, self.device)
+
+
+@dataclass
+class Selection:
+    """Chosen pool indices in rank order, with the strategy's score for each (see ``score_meaning``)."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+SelectFn = Callable[[SelectionContext], Selection]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    trains_ranker: bool
+    score_meaning: str
+    select: SelectFn
+
+
+def _random(ctx: SelectionContext) -> Selection:
+    """Uniform without replacement (the reference's Random sampled with replacement)."""
+    keys = torch.rand(len(ctx.candidates), generator=ctx.generator)
+    return Selection(*top_k(keys, ctx.candidates, ctx.budget, largest=True))
+
+
+def _entropy(ctx: SelectionContext) -> Selection:
+    out = ctx.pass_over(ctx.candidates, frozenset({"uncertainty"}))
+    return Selection(*top_k(out.uncertainty, ctx.candidates, ctx.budget, largest=True))
+
+
+def _lloss(ctx: SelectionContext) -> Selection:
+    out = ctx.pass_over(ctx.candidates, frozenset({"rank"}))
+    return Selection(*top_k(out.rank, ctx.candidates, ctx.budget, largest=True))
+
+
+def k_center_greedy(labeled: torch.Tensor, candidates: torch.Tensor, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Core-set greedy: repeatedly take the candidate farthest from its nearest center
+    (labeled points and the picks so far). Distances are computed in chunks so memory stays
+    O(candidates) rather than O(labeled × candidates). Returns positions into ``candidates``
+    and the distance each had when picked."""
+    candidates = candidates.double()
+    min_dist = torch.full((len(candidates),), float("inf"), dtype=torch.float64)
+    for i in range(0, len(labeled), chunk):
+        d = torch.cdist(candidates, labeled[i:i + chunk].double())
+        min_dist = torch.minimum(min_dist, d.min(dim=1).values)
+    picks, dists = [], []
+    for _ in range(min(k, len(candidates))):
+        j = int(torch.argmax(min_dist))
+        picks.append(j)
+        dists.append(float(min_dist[j]))
+        min_dist = torch.minimum(min_dist, torch.cdist(candidates, candidates[j:j + 1]).squeeze(1))
+        min_dist[j] = -1.0  # never pick twice, even among duplicate features
+    return np.asarray(picks, dtype=np.int64), np.asarray(dists)
+
+
+def _coreset(ctx: SelectionContext) -> Selection:
+    want = frozenset({"embedding"})
+    emb_l = ctx.pass_over(ctx.labeled, want).embedding
+    emb_u = ctx.pass_over(ctx.candidates, want).embedding
+    pos, dists = k_center_greedy(emb_l, emb_u, ctx.budget)
+    return Selection(ctx.candidates[pos], dists)
+
+
+def _adversarial(ctx: SelectionContext, conditioned: bool) -> Selection:
+    """VAAL (conditioned=False) and TA-VAAL: train the VAE and discriminator on labeled vs
+    subset images, then pick the subset images D finds least labeled-like."""
+    cfg = ctx.cfg
+    r_l = r_u = None
+    if conditioned:
+        both = np.concatenate([ctx.labeled, ctx.candidates])
+        r = transform_rank(ctx.pass_over(both, frozenset({"rank"})).rank, cfg.vae.rank_transform).to(ctx.device)
+        r_l, r_u = r[: len(ctx.labeled)], r[len(ctx.labeled):]
+    images_l = ctx.adapter.vae_images(ctx.labeled, cfg.vae.size).to(ctx.device)
+    images_u = ctx.adapter.vae_images(ctx.candidates, cfg.vae.size).to(ctx.device)
+
+    def log(it: int, vae_loss: float, disc_loss: float) -> None:
+        ctx.log_scalar("vae/vae_loss", vae_loss, it)
+        ctx.log_scalar("vae/discriminator_loss", disc_loss, it)
+
+    game = train_vae(images_l, images_u, r_l, r_u, cfg, ctx.precision, ctx.device, ctx.generator, log)
+    logits = discriminator_logits(game.vae, game.discriminator, images_u, r_u, cfg.eval.batch_size, ctx.precision)
+    items, scores = top_k(logits, ctx.candidates, ctx.budget, largest=False)
+    return Selection(items, 1.0 / (1.0 + np.exp(-scores)))
+
+
+STRATEGIES: types.MappingProxyType[str, Strategy] = types.MappingProxyType({
+    s.name: s for s in (
+        Strategy("random", False, "random priority in [0, 1) (higher first)", _random),
+        Strategy("entropy", False, "predictive entropy (higher first)", _entropy),
+        Strategy("coreset", False, "distance to the nearest labeled/picked feature when picked", _coreset),
+        Strategy("lloss", True, "predicted loss rank r (higher first)", _lloss),
+        Strategy("vaal", False, "discriminator P(labeled) (lower first)", lambda ctx: _adversarial(ctx, False)),
+        Strategy("tavaal", True, "discriminator P(labeled | mu, r) (lower first)", lambda ctx: _adversarial(ctx, True)),
+    )
+})
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}") from None
