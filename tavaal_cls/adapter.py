@@ -69,7 +69,10 @@ class ClassificationAdapter:
         mean = torch.tensor(self.data.mean, device=x.device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.data.std, device=x.device).view(1, 3, 1, 1) * 255
         x = (x.float() - mean) / std
-        return x.contiguous(memory_format=torch.channels_last) if x.is_cuda and self.cfg.train.channels_last else x
+        # the batched crop's gather leaves NHWC strides; hand the model one explicit layout
+        # (CPU convolutions on accidental NHWC strides were measured 60x slower here)
+        fmt = torch.channels_last if x.is_cuda and self.cfg.train.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=fmt)
 
     def pool(self) -> Pool:
         return Pool(tuple(self.data.train.ids), tuple(self.data.train.paths))

@@ -96,7 +96,7 @@ def train_task_model(model: nn.Module, ranker: LossRanker | None, adapter: TaskA
             precision.step(loss, optimizers)
             for s in schedulers:
                 s.step()
-            sum_task += float(losses.mean())
+            sum_task += float(losses.detach().mean())
             n_batches += 1
             result.images += x.shape[0]
         result.epoch_task_loss.append(sum_task / max(1, n_batches))
