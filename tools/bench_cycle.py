@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import sys
+import types
 import time
 from pathlib import Path
 
@@ -28,16 +29,22 @@ from tavaal_seg.core.training import (discriminator_logits, model_pass, prepare_
                                       train_vae, transform_rank)
 
 
-def _task(name: str):  # the adapter for a config, by its data section
-    if name == "cls":
-        from tavaal_cls.adapter import ClassificationAdapter
-        from tavaal_cls.config import ClsConfig
+def _classification():
+    from tavaal_cls.adapter import ClassificationAdapter
+    from tavaal_cls.config import ClsConfig
 
-        return ClsConfig, ClassificationAdapter
+    return ClsConfig, ClassificationAdapter
+
+
+def _segmentation():
     from tavaal_seg.adapter import SegmentationAdapter
     from tavaal_seg.config import SegConfig
 
     return SegConfig, SegmentationAdapter
+
+
+# task -> (config class, adapter class), imported only when asked for
+TASKS = types.MappingProxyType({"cls": _classification, "seg": _segmentation})
 
 
 def peak_rss_mb() -> float:
@@ -47,7 +54,7 @@ def peak_rss_mb() -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--task", choices=["cls", "seg"], default="cls")
+    p.add_argument("--task", choices=sorted(TASKS), default="cls")
     p.add_argument("--data-root", required=True)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--labeled", type=int, default=1000)
@@ -56,7 +63,7 @@ def main() -> None:
     p.add_argument("--vae-iterations", type=int, default=10)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
-    config_cls, adapter_cls = _task(args.task)
+    config_cls, adapter_cls = TASKS[args.task]()
     cfg = load_config(config_cls, args.config, [f"train.epochs={args.epochs}", f"device={args.device}",
                                                 f"vae.iterations={args.vae_iterations}", "logging.log_every=0",
                                                 *args.overrides])
