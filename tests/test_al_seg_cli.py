@@ -88,3 +88,36 @@ def test_help_runs():
     out = subprocess.run([sys.executable, str(REPO / "tools" / "al_seg.py"), "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "data.eval_size" in out and "model.output_stride" in out and "demo.yaml" in out
+
+
+def test_segmentation_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
+    """Killed during the VAE phase of cycle 2, resumed: same selections as a straight run
+    (the DataLoader/albumentations stream must be reproducible, not only the core's RNG)."""
+    from tavaal_seg.core import strategies as strategies_module
+
+    data = tmp_path / "streets"
+
+    def argv(run: Path, *extra: str) -> list[str]:
+        return ["--config", str(REPO / "configs" / "demo.yaml"), "--data-root", str(data), "--run-dir", str(run),
+                "--strategy", "tavaal", "--cycles", "3", "--initial", "6", "--budget", "4", "--subset", "10",
+                "--epochs", "1", "--device", "cpu", "--set", "data.synthetic_train=20", "--set", "data.synthetic_val=4",
+                *TINY_VAE, *extra]
+
+    assert main(argv(tmp_path / "straight")) == 0
+    real = strategies_module.train_vae
+    calls = {"n": 0}
+
+    def dies_on_second_call(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(strategies_module, "train_vae", dies_on_second_call)
+    assert main(argv(tmp_path / "resumed")) == 130
+    monkeypatch.setattr(strategies_module, "train_vae", real)
+    assert main(argv(tmp_path / "resumed", "--resume")) == 0
+    straight = json.loads((tmp_path / "straight" / "state.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "state.json").read_text())
+    assert resumed["selections"] == straight["selections"] and resumed["labeled"] == straight["labeled"]
+    assert [c["metrics"] for c in resumed["cycles"]] == [c["metrics"] for c in straight["cycles"]]
