@@ -76,9 +76,7 @@ class SegmentationAdapter:
                           decoder_channels=m.decoder_channels, encoder_weights_path=m.weights)
         if m.taps is not None:
             kwargs["taps"] = list(m.taps)
-        model = build_seg_model(m.name, self.num_classes, **kwargs)
-        model.tap_channels = tuple(model.out_channels_of_taps)  # what the core's ranker is built from
-        return model
+        return build_seg_model(m.name, self.num_classes, **kwargs)
 
     # ------------------------------------------------------------------ batches
 

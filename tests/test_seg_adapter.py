@@ -108,7 +108,7 @@ def test_amp_bf16_forward_backward_on_cpu(adapter):
     precision = Precision(torch.device("cpu"), True, force_cpu_bf16=True)
     assert precision.name == "bf16"
     model = adapter.build_model()
-    assert list(model.tap_channels) == model.out_channels_of_taps
+    assert list(model.tap_channels) == [f.shape[1] for f in model(torch.zeros(2, 3, 64, 64))[1]]
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = next(iter(adapter.train_batches(np.arange(4), 4, torch.Generator().manual_seed(1), torch.device("cpu"))))
     with precision.autocast():

@@ -32,15 +32,15 @@ def test_logits_and_taps_shapes(models: dict[str, torch.nn.Module], name: str, h
     with torch.no_grad():
         logits, feats = model(torch.randn(2, 3, *hw))
     assert logits.shape == (2, 5, *hw) and torch.isfinite(logits).all()
-    assert len(feats) == len(model.out_channels_of_taps) == len(model.tap_names) >= 4
-    assert [f.shape[1] for f in feats] == model.out_channels_of_taps
+    assert len(feats) == len(model.tap_channels) == len(model.tap_names) >= 4
+    assert [f.shape[1] for f in feats] == model.tap_channels
     for f in feats:
         assert f.dim() == 4 and f.shape[0] == 2 and f.shape[2] <= hw[0] and f.shape[3] <= hw[1]
     strides = [round(hw[1] / f.shape[3]) for f in feats]
     if name.startswith("drn"):
-        assert model.out_channels_of_taps == [64, 128, 512, 512] and strides == [4, 8, 8, 8]
+        assert model.tap_channels == [64, 128, 512, 512] and strides == [4, 8, 8, 8]
     else:
-        assert model.out_channels_of_taps == [64, 128, 256, 512, 256]  # resnet18 stages 2..5 + decoder
+        assert model.tap_channels == [64, 128, 256, 512, 256]  # resnet18 stages 2..5 + decoder
 
 
 def test_deeplab_matches_smp_forward_and_pads_odd_sizes() -> None:
@@ -75,12 +75,12 @@ def test_registry_and_tap_selection() -> None:
         build_seg_model("unet9000", 3)
     drn = build_seg_model("drn_d_22", 3, taps=("layer1", "layer5"), width=0.5)
     _, feats = drn(torch.randn(1, 3, 40, 40))
-    assert drn.out_channels_of_taps == [8, 128] == [f.shape[1] for f in feats]
+    assert drn.tap_channels == [8, 128] == [f.shape[1] for f in feats]
     with pytest.raises(ValueError, match="taps"):
         build_seg_model("drn_d_22", 3, taps=("layer9",))
     dl = build_seg_model("deeplabv3", 3, encoder_name="resnet18", taps=[1, "decoder"], decoder_channels=32)
     _, feats = dl(torch.randn(2, 3, 32, 32))
-    assert dl.out_channels_of_taps == [64, 32] == [f.shape[1] for f in feats]
+    assert dl.tap_channels == [64, 32] == [f.shape[1] for f in feats]
     assert dl.tap_names == ("encoder1", "decoder")
     with pytest.raises(ValueError, match="invalid tap"):
         build_seg_model("deeplabv3", 3, encoder_name="resnet18", taps=[7])

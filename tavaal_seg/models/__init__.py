@@ -1,6 +1,6 @@
 """Segmentation task models. Every model's ``forward(x)`` returns ``(logits, feats)``:
 logits B×C×H×W at the input resolution, and ``feats`` the tapped feature maps a loss-ranking
-head reads; ``model.out_channels_of_taps`` lists their channels without a forward pass."""
+head reads; ``model.tap_channels`` lists their channels without a forward pass."""
 from __future__ import annotations
 
 import types
@@ -27,7 +27,7 @@ class SegModel(Protocol):
     tap_names: tuple[str, ...]
 
     @property
-    def out_channels_of_taps(self) -> list[int]: ...
+    def tap_channels(self) -> list[int]: ...
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 

@@ -97,7 +97,7 @@ class DeepLabSeg(nn.Module):
             load_encoder_weights(self.model.encoder, encoder_weights_path)
 
     @property
-    def out_channels_of_taps(self) -> list[int]:
+    def tap_channels(self) -> list[int]:
         return list(self._out_channels)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

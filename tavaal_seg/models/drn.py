@@ -127,7 +127,7 @@ class DRNSeg(nn.Module):
     """DRN-D backbone + 1×1 classifier + bilinear upsampling to the input size.
 
     ``forward(x) -> (logits B×C×H×W, feats)`` where ``feats`` are the outputs of the layers named
-    in ``taps`` (in that order); ``out_channels_of_taps`` gives their channel counts without a
+    in ``taps`` (in that order); ``tap_channels`` gives their channel counts without a
     forward pass. Any input size works (odd sizes are fine; logits always match the input).
     """
 
@@ -161,7 +161,7 @@ class DRNSeg(nn.Module):
             load_drn_weights(self, weights)
 
     @property
-    def out_channels_of_taps(self) -> list[int]:
+    def tap_channels(self) -> list[int]:
         return [self.backbone.channels[i] for i in self._tap_index]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
