@@ -10,6 +10,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from tavaal_seg.core.runtime import read_state_dict
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -89,14 +91,7 @@ CLS_MODELS: types.MappingProxyType[str, Callable[[int, float], nn.Module]] = typ
 def load_local_weights(model: nn.Module, path: str | Path) -> None:
     """Load a local state dict (``weights_only``: a checkpoint cannot run code). A classifier
     head whose shape differs (other number of classes) is left at its initialisation."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.weights: no such file {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state = read_state_dict(path, "model.weights: file")
     own = model.state_dict()
     prefix = "net." if any(k.startswith("net.") for k in own) and not any(k.startswith("net.") for k in state) else ""
     state = {prefix + k: v for k, v in state.items()}

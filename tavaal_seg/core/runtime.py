@@ -147,3 +147,19 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, log_eve
         if log_every > 0 and (i % log_every == 0 or (total is not None and i == total)):
             LOG.info("%s: %d/%s", desc, i, total if total is not None else "?")
         yield item
+
+
+def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a local checkpoint file as a state dict (``weights_only``: a file cannot run code),
+    unwrapping a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper. Errors name ``what``
+    (e.g. "DRN weights file") and the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} {path}: expected a state dict, got {type(state).__name__}")
+    return state

@@ -9,7 +9,7 @@ local file (``encoder_weights_path``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +17,8 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..core.runtime import read_state_dict
 
 __all__ = ["DeepLabSeg", "deeplabv3", "deeplabv3plus", "DEEPLAB_DEFAULT_TAPS"]
 
@@ -127,13 +129,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load a local encoder checkpoint strictly (classifier ``fc.*``/``classifier.*`` keys are
     dropped); missing/unexpected keys or shape mismatches raise ``ValueError`` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"encoder weights file {path}: expected a state dict, got {type(state).__name__}")
+    state = read_state_dict(path, "encoder weights file")
     state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()
              if not k.startswith(("fc.", "classifier.", "module.fc."))}
     own = encoder.state_dict()

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..core.runtime import read_state_dict
 
 __all__ = ["DRN", "DRNSeg", "drn_d_22", "drn_d_38", "DRN_LAYER_NAMES", "DRN_DEFAULT_TAPS"]
 
@@ -191,13 +193,7 @@ def load_drn_weights(model: DRNSeg, path: str | Path) -> None:
     backbone key, unexpected key or shape mismatch raises ``ValueError`` naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"DRN weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"DRN weights file {path}: expected a state dict, got {type(state).__name__}")
+    state = read_state_dict(path, "DRN weights file")
     mapped = {}
     for k, v in state.items():
         nk = _remap_key(k)
