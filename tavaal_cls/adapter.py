@@ -1,7 +1,7 @@
 """ClassificationAdapter: what the core needs to know about image classification."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +50,24 @@ class ClassificationAdapter:
         self.data = data or load_dataset(d.name, DataRequest(
             root=self.data_root, download=d.download, train_per_class=d.train_per_class,
             test_per_class=d.test_per_class, imbalance_ratio=d.imbalance_ratio, resize=d.resize, crop=d.crop,
-            split_seed=d.split_seed, test_fraction=d.test_fraction, train_dir=d.train_dir, test_dir=d.test_dir))
+            split_seed=d.split_seed, test_fraction=d.test_fraction, train_dir=d.train_dir, test_dir=d.test_dir,
+            unlabeled_dir=d.unlabeled_dir))
         if len(self.data.train) == 0 or len(self.data.test) == 0:
             raise ValueError(f"{self.data_root}: the {d.name} train or test split is empty")
         self.num_classes = len(self.data.classes)
+        self.class_names = tuple(self.data.classes)
+        # human mode: the pool's labels are unknown (-1) until people deliver them, whatever the
+        # dataset ships with; oracle mode reveals the dataset's labels
+        self._labels = self.data.train.labels.copy() if cfg.labels.mode == "oracle" \
+            else np.full(len(self.data.train), -1, dtype=np.int64)
+        unknown = np.flatnonzero(self._labels < 0)
+        if cfg.labels.mode == "oracle" and len(unknown):
+            raise ValueError(f"{self.data_root}: {len(unknown)} training images have no label "
+                             f"(e.g. {self.data.train.paths[int(unknown[0])]}); labels.mode oracle needs a labeled "
+                             "pool; use labels.mode human to have them labeled")
+        self.label_help = ("write a CSV with header image_id,label (label = class name: "
+                           + ", ".join(self.class_names[:10]) + (", ..." if self.num_classes > 10 else "")
+                           + ") and pass it with --labels FILE")
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     # -- data on the device, uint8, moved once
@@ -61,7 +75,7 @@ class ClassificationAdapter:
         key = str(device)
         if key not in self._on_device:
             self._on_device.clear()
-            self._on_device[key] = (self.data.train.images.to(device), torch.as_tensor(self.data.train.labels, device=device),
+            self._on_device[key] = (self.data.train.images.to(device), torch.as_tensor(self._labels, device=device),
                                     self.data.test.images.to(device))
         return self._on_device[key]
 
@@ -117,7 +131,26 @@ class ClassificationAdapter:
         return F.interpolate(x.float(), size=tuple(size), mode="area").round().clamp(0, 255).to(torch.uint8)
 
     def labels_of(self, indices: np.ndarray) -> np.ndarray:
-        return self.data.train.labels[np.asarray(indices)]
+        return self._labels[np.asarray(indices)]
+
+    # ------------------------------------------------------------------ labels from people
+
+    def missing_labels(self, indices: np.ndarray) -> list[int]:
+        return [int(i) for i in np.asarray(indices) if self._labels[i] < 0]
+
+    def label_path(self, index: int) -> str:
+        return ""  # labels arrive as a CSV, not as files
+
+    def assign_labels(self, labels: Mapping[int, str], source: str) -> None:
+        index_of = {name: k for k, name in enumerate(self.class_names)}
+        bad = {self.data.train.ids[i]: v for i, v in labels.items() if v not in index_of}
+        if bad:
+            raise ValueError(f"{source}: {len(bad)} labels are not class names, e.g. {dict(list(bad.items())[:3])}; "
+                             f"expected one of {', '.join(self.class_names[:20])}"
+                             + (", ..." if self.num_classes > 20 else ""))
+        for i, v in labels.items():
+            self._labels[i] = index_of[v]
+        self._on_device.clear()  # the device copy of the labels is stale now
 
 
 class Accuracy:

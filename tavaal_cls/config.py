@@ -20,6 +20,7 @@ class ClsDataConfig:
     test_fraction: float = 0.1
     train_dir: str = "train"          # image_folder
     test_dir: str = "test"
+    unlabeled_dir: str | None = None  # image_folder, labels.mode human: a pool of unlabeled images <root>/<dir>/**
 
 
 @dataclass
@@ -42,4 +43,7 @@ class ClsConfig(BaseConfig):
         require(self.data.name in CLS_DATASETS, "data.name", "one of " + ", ".join(sorted(CLS_DATASETS)), self.data.name)
         require(self.model.name in CLS_MODELS, "model.name", "one of " + ", ".join(sorted(CLS_MODELS)), self.model.name)
         require(self.model.width > 0, "model.width", "a positive multiplier", self.model.width)
+        require(self.data.unlabeled_dir is None or (self.data.name == "image_folder" and self.labels.mode == "human"),
+                "data.unlabeled_dir", "null, or a folder with data.name image_folder and labels.mode human",
+                self.data.unlabeled_dir)
         require(0.0 < self.data.test_fraction < 1.0, "data.test_fraction", "a fraction in (0, 1)", self.data.test_fraction)

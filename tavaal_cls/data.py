@@ -125,6 +125,7 @@ class DataRequest:
     test_fraction: float = 0.1
     train_dir: str = "train"
     test_dir: str = "test"
+    unlabeled_dir: str | None = None         # image_folder: an unlabeled pool (labels -1, human mode)
 
 
 def _cap(n: int | None, cap: int | None) -> int | None:
@@ -264,6 +265,8 @@ def image_folder(req: DataRequest) -> ClassificationData:
     """Any ``<root>/<train_dir>/<class>/*`` + ``<root>/<test_dir>/<class>/*`` tree; with no test
     folder, a seeded per-class split of the train folder."""
     resize = req.resize
+    if req.unlabeled_dir is not None:
+        return _unlabeled_folder(req)
     classes, train = _folder_entries(req.root / req.train_dir, req.root, per_class=None)
     if (req.root / req.test_dir).is_dir():
         _, test = _folder_entries(req.root / req.test_dir, req.root, classes)
@@ -274,6 +277,25 @@ def image_folder(req: DataRequest) -> ClassificationData:
     return ClassificationData(classes, _folder_set(_limit(train, req.train_per_class), req.root, resize),
                               _folder_set(_limit(test, req.test_per_class), req.root, resize),
                               mean, std, crop=crop, pad=0 if (resize and crop < resize) else max(0, crop // 8))
+
+
+def _unlabeled_folder(req: DataRequest) -> ClassificationData:
+    """``<root>/<unlabeled_dir>/**/*`` as a pool with unknown labels (-1; people label what the
+    run selects) and ``<root>/<test_dir>/<class>/*`` as the labeled test set that names the classes."""
+    pool_dir = req.root / str(req.unlabeled_dir)
+    if not pool_dir.is_dir():
+        raise DataError(f"data.unlabeled_dir: expected a folder of unlabeled images at {pool_dir}")
+    if not (req.root / req.test_dir).is_dir():
+        raise DataError(f"data.unlabeled_dir needs a labeled test set at {req.root / req.test_dir}/<class>/* "
+                        "(its class folders name the classes)")
+    classes, test = _folder_entries(req.root / req.test_dir, req.root)
+    files = sorted(p for p in pool_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    pool = [(p.relative_to(pool_dir).with_suffix("").as_posix(), p, -1) for p in files]
+    crop = req.crop or req.resize or 32
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if crop >= 64 else (CIFAR_MEAN, CIFAR_STD)
+    return ClassificationData(classes, _folder_set(pool, req.root, req.resize),
+                              _folder_set(_limit(test, req.test_per_class), req.root, req.resize),
+                              mean, std, crop=crop, pad=0 if (req.resize and crop < req.resize) else max(0, crop // 8))
 
 
 CLS_DATASETS: types.MappingProxyType[str, Callable[[DataRequest], ClassificationData]] = types.MappingProxyType({

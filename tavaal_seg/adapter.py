@@ -1,7 +1,8 @@
 """SegmentationAdapter: what the core needs to know about semantic segmentation."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 from .config import SegConfig
 from .core.adapter import Pool, batch_slices, shuffled_batches
 from .data import (SEG_DATASETS, ClassTable, SegItem, SegmentationDataset, build_eval_transform,
-                   build_train_transform, folder_table, reseed_transform, resized_uint8, seed_worker)
+                   build_train_transform, folder_table, read_mask, reseed_transform, resized_uint8, seed_worker)
 from .metrics import ConfusionMatrixIoU
 from .models import build_seg_model
 
@@ -47,16 +48,28 @@ class SegmentationAdapter:
         self.table = class_table(cfg)
         self.num_classes = self.table.num_classes
         self.ignore_index = self.table.ignore_index
+        self.class_names = tuple(self.table.names)
         self.train_items = discover_split(cfg, self.data_root, d.train_split)[: d.limit_train]
         self.test_items = discover_split(cfg, self.data_root, d.test_split)[: d.limit_test]
         missing = [it.image_id for it in self.test_items if it.mask is None]
         if missing:
             raise ValueError(f"data.test_split {d.test_split!r}: {len(missing)} test images have no mask, "
                              f"e.g. {missing[:3]}; evaluation needs labeled images")
+        if cfg.labels.mode == "oracle":
+            unlabeled = [it for it in self.train_items if it.mask is None]
+            if unlabeled:
+                raise ValueError(
+                    f"data.train_split {d.train_split!r}: {len(unlabeled)} of {len(self.train_items)} training images "
+                    f"have no mask (e.g. {unlabeled[0].image_id}: expected {unlabeled[0].mask_location}); "
+                    "labels.mode oracle needs a fully labeled pool; use labels.mode human to have it labeled")
+        self.label_help = (f"save each mask at its label_path under {self.data_root}: a single-channel PNG the size of "
+                           f"its image whose values are {self.table.describe_values()}")
+        self._validated: set[int] = set()
         self._train_tf = build_train_transform(tuple(d.crop), tuple(d.scale_range), self.ignore_index)
         eval_tf = build_eval_transform(tuple(d.eval_size) if d.eval_size else None)
         self._train_set = SegmentationDataset(self.train_items, self.table, self._train_tf)
         self._pool_set = SegmentationDataset(self.train_items, self.table, eval_tf, require_masks=False)
+        self._train_set.items = self._pool_set.items = self.train_items  # one list: arriving masks reach both
         self._test_set = SegmentationDataset(self.test_items, self.table, eval_tf)
         self._vae_cache: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}
 
@@ -124,6 +137,41 @@ class SegmentationAdapter:
     def new_metric(self) -> ConfusionMatrixIoU:
         return ConfusionMatrixIoU(self.num_classes, self.ignore_index, self.table.names)
 
+    # ------------------------------------------------------------------ labels from people
+
+    def missing_labels(self, indices: np.ndarray) -> list[int]:
+        """Items whose mask is not at its expected path yet; masks that are there are checked
+        once per process (decodable, the image's size, values in the class table)."""
+        missing = []
+        for i in (int(k) for k in np.asarray(indices)):
+            if i in self._validated:
+                continue
+            item = self.train_items[i]
+            path = item.mask_location
+            if path is None or not path.is_file():
+                missing.append(i)
+                continue
+            mask = read_mask(path, self.table)
+            width, height = _image_size(item.image)
+            if mask.shape != (height, width):
+                raise ValueError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item.image} is "
+                                 f"{width}x{height}; a mask must have its image's size")
+            self.train_items[i] = dataclasses.replace(item, mask=path)
+            self._validated.add(i)
+        return missing
+
+    def label_path(self, index: int) -> str:
+        target = self.train_items[index].mask_location
+        if target is None:
+            return ""
+        try:
+            return target.resolve().relative_to(self.data_root.resolve()).as_posix()
+        except ValueError:
+            return str(target)
+
+    def assign_labels(self, labels: Mapping[int, str], source: str) -> None:
+        raise ValueError(f"{source}: segmentation labels are mask files, not a CSV; {self.label_help}")
+
     def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
         """uint8 N×3×H×W at the VAE size; each pool image is decoded once per size and cached."""
         key = (int(size[0]), int(size[1]))
@@ -137,3 +185,14 @@ class SegmentationAdapter:
             cache[torch.as_tensor(todo)] = resized_uint8([self.train_items[i] for i in todo], key)
             filled[todo] = True
         return cache[torch.as_tensor(indices)]
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err

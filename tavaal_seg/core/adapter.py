@@ -5,7 +5,7 @@ through this protocol.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -52,6 +52,8 @@ class Metric(Protocol):
 class TaskAdapter(Protocol):
     metric_name: str          # the headline metric's key in Metric.compute() (accuracy, mIoU)
     data_root: Path
+    class_names: Sequence[str]
+    label_help: str           # how people deliver labels (human mode), shown when the run waits for them
 
     def pool(self) -> Pool: ...
 
@@ -77,6 +79,18 @@ class TaskAdapter(Protocol):
 
     def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
         """uint8 N×3×H×W: the VAE's view of pool items at the configured VAE resolution."""
+
+    def missing_labels(self, indices: np.ndarray) -> list[int]:
+        """The pool items among ``indices`` whose label has not arrived. Labels that did arrive
+        are validated first (``ValueError`` naming the file or id) and used for training from then on."""
+
+    def label_path(self, index: int) -> str:
+        """Where pool item ``index``'s label goes, relative to the data root ('' when labels
+        arrive as an ``image_id,label`` CSV instead of files)."""
+
+    def assign_labels(self, labels: Mapping[int, str], source: str) -> None:
+        """Take labels given as text (a class name) for pool items; ``ValueError`` naming
+        ``source`` for a value the task cannot use (or a task whose labels are files)."""
 
 
 def batch_slices(order: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import BaseConfig, ConfigError, load_config
+from .labels import LabelsNeeded
+from .lock import RunDirLocked
 from .loop import ActiveLearningRun, RunDirError
 from .runtime import LOG, setup_logging
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+# 3: human mode waits for labels (not an error: label, then --resume); 75: sysexits' EX_TEMPFAIL
+EXIT_OK, EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_RUN_DIR_BUSY, EXIT_INTERRUPTED = 0, 2, 3, 75, 130
 
 # flag -> dotted config key; every other value goes through --set
 FLAG_KEYS = {
@@ -44,13 +47,20 @@ def build_parser(prog: str, description: str, config_cls: type, default_config: 
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (set in the YAML file or with --set key=value; shown with their defaults):\n"
                + "\n".join(describe_keys(config_cls))
-               + "\n\nexit codes: 0 done, 2 bad input (config, data, run dir), 130 interrupted")
+               + "\n\nexit codes: 0 done, 2 bad input (config, data, labels, run dir), 3 waiting for labels "
+                 "(labels.mode human: label what the message lists, then --resume), 75 run dir in use by "
+                 "another process, 130 interrupted")
     parser.add_argument("--config", type=Path, default=default_config,
                         help=f"experiment YAML (default: {default_config})")
     parser.add_argument("--data-root", help="dataset folder (config data.root; else $TAVAAL_DATA_ROOT)")
     parser.add_argument("--run-dir", help="where state, metrics, selections and logs go (config run_dir)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last completed step")
+    parser.add_argument("--force", action="store_true",
+                        help="with --resume: continue although the config differs from the run's (the diff is logged)")
+    parser.add_argument("--labels", dest="label_files", type=Path, action="append", default=[], metavar="CSV",
+                        help="labels.mode human, classification: import an image_id,label CSV of delivered labels "
+                             "before resuming (repeatable; stored in the run dir)")
     parser.add_argument("--strategy", help="random | entropy | coreset | lloss | vaal | tavaal (active.strategy)")
     parser.add_argument("--cycles", type=int, help="train/evaluate rounds (active.cycles)")
     parser.add_argument("--initial", type=int, help="images labeled at random before cycle 1 (active.initial)")
@@ -93,9 +103,16 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
             raise ConfigError("no data root: pass --data-root DIR, set data.root in the config or $TAVAAL_DATA_ROOT")
         run_dir = Path(cfg.run_dir)
         adapter = make_adapter(cfg, Path(cfg.data.root))
-        run = ActiveLearningRun(cfg, adapter, run_dir, resume=args.resume)
+        run = ActiveLearningRun(cfg, adapter, run_dir, resume=args.resume, force=args.force,
+                                label_files=args.label_files)
         setup_logging(run_dir)
         state = run.run()
+    except LabelsNeeded as wait:
+        print(f"{prog}: waiting for labels: {wait}", file=sys.stderr)
+        return EXIT_LABELS_NEEDED
+    except RunDirLocked as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_RUN_DIR_BUSY
     except (ConfigError, RunDirError, FileNotFoundError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

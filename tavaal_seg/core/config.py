@@ -85,6 +85,22 @@ class LoggingConfig:
     log_every: int = 50               # iterations between plain log lines off a terminal
 
 
+LABEL_MODES = ("oracle", "human")
+
+
+@dataclass
+class LabelsConfig:
+    mode: str = "oracle"              # oracle (benchmark: labels exist, revealed per cycle) | human (stop, export, wait)
+    initial_list: str | None = None   # file of image ids already labeled (replaces the random initial pick)
+    exclude_list: str | None = None   # file of image ids never to select (broken images, ...); may grow during a run
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = field(default_factory=lambda: ["csv"])  # written to run_dir/selections/ after every selection
+    uri_prefix: str | None = None     # s3://bucket/..., https://host/...: turns data-root-relative paths into URIs
+
+
 @dataclass
 class BaseConfig:
     seed: int = 0
@@ -96,6 +112,8 @@ class BaseConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 C = TypeVar("C")
@@ -254,6 +272,7 @@ def validate_core(cfg: BaseConfig) -> None:
     Names are checked against the registries themselves, so a new strategy, loss or schedule
     needs no edit here.
     """
+    from .export import check_export_options
     from .ranker import RANK_LOSSES
     from .strategies import STRATEGIES
     from .training import OPTIMIZERS, SCHEDULES
@@ -281,3 +300,8 @@ def validate_core(cfg: BaseConfig) -> None:
     require(v.iterations is None or v.iterations >= 0, "vae.iterations", "null or >= 0", v.iterations)
     require(v.vae_steps >= 1 and v.disc_steps >= 1, "vae.vae_steps/disc_steps", "at least 1", (v.vae_steps, v.disc_steps))
     require(v.rank_transform in RANK_TRANSFORMS, "vae.rank_transform", one_of(RANK_TRANSFORMS), v.rank_transform)
+    require(cfg.labels.mode in LABEL_MODES, "labels.mode", " or ".join(LABEL_MODES), cfg.labels.mode)
+    try:
+        check_export_options(cfg.export.formats, cfg.export.uri_prefix)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

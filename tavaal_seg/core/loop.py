@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,21 @@ import yaml
 
 from .adapter import TaskAdapter
 from .config import BaseConfig, ConfigError, dump_yaml, to_dict
-from .export import export_selection
+from .export import ExportContext, export_selection
+from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, write_labels_csv
+from .lock import RunDirLock
 from .ranker import LossRanker
 from .runtime import (LOG, Precision, atomic_torch_save, atomic_write_text, derive_seed, resolve_device,
-                      seed_everything)
+                      seed_everything, sweep_temp_files)
 from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
 from .strategies import Selection, SelectionContext, get_strategy
 from .training import evaluate, prepare_model, train_task_model
 
 # Keys that may change between a run and its resume without changing what it computes.
-RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_last", "logging", "eval.batch_size")
+# The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
+RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_last", "logging", "eval.batch_size",
+                    "export", "labels.exclude_list")
+LABELS_FILE, NEEDED_FILE = "labels.csv", "labels_needed.csv"
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked (exists without --resume, other config, ...)."""
@@ -55,7 +61,8 @@ def config_differences(old: dict, new: dict) -> list[str]:
 class ActiveLearningRun:
     """One run of the cycle for a task adapter, persisted in ``run_dir``."""
 
-    def __init__(self, cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False) -> None:
+    def __init__(self, cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False,
+                 force: bool = False, label_files: Sequence[Path] = ()) -> None:
         self.cfg, self.adapter, self.run_dir = cfg, adapter, Path(run_dir)
         self.strategy = get_strategy(cfg.active.strategy)
         self.device = resolve_device(cfg.device)
@@ -63,48 +70,113 @@ class ActiveLearningRun:
         self.state_path = self.run_dir / "state.json"
         self.pool = adapter.pool()
         self.index_of = {image_id: i for i, image_id in enumerate(self.pool.ids)}
+        self.excluded = self._read_ids(cfg.labels.exclude_list, "labels.exclude_list")
+        self.initial_ids = self._read_ids(cfg.labels.initial_list, "labels.initial_list")
+        clash = [i for i in self.initial_ids if i in set(self.excluded)]
+        if clash:
+            raise ConfigError(f"labels.initial_list and labels.exclude_list both name {clash[:5]}")
         self._check_budget()
-        self.state = self._open_state(resume)
         self._writer: Any = None
+        self._lock = RunDirLock(self.run_dir)
+        if self.state_path.exists() and not resume:  # refuse before taking a lock we do not need
+            raise RunDirError(f"{self.run_dir} already holds a run (state.json); pass --resume to continue it "
+                              "or choose another --run-dir")
+        self._lock.acquire()
+        try:
+            swept = sweep_temp_files(self.run_dir)
+            if swept:
+                LOG.info("removed %d temp files of writes interrupted earlier", len(swept))
+            self.state = self._open_state(resume, force)
+            self._take_labels(label_files)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # ------------------------------------------------------------------ inputs
+
+    def _read_ids(self, path: str | None, key: str) -> list[str]:
+        if path is None:
+            return []
+        ids = read_id_list(Path(path), key)
+        unknown = [i for i in ids if i not in self.index_of]
+        if unknown:
+            raise ConfigError(f"{key} {path}: {len(unknown)} ids are not in the training pool, e.g. {unknown[:5]} "
+                              f"(pool ids look like {list(self.pool.ids[:3])})")
+        return ids
 
     # ------------------------------------------------------------------ setup
 
     def _check_budget(self) -> None:
         a = self.cfg.active
         selections = a.cycles - 1 + (1 if a.select_after_last else 0)
-        needed = a.initial + a.budget * selections
-        if needed > len(self.pool):
+        initial = len(self.initial_ids) or a.initial
+        needed = initial + a.budget * selections
+        available = len(self.pool) - len(self.excluded)
+        if needed > available:
+            excluded = f" minus {len(self.excluded)} excluded" if self.excluded else ""
             raise ConfigError(
-                f"active.budget/active.initial/active.cycles: the run needs {a.initial} initial + "
+                f"active.budget/active.initial/active.cycles: the run needs {initial} initial + "
                 f"{selections} x {a.budget} selected = {needed} images, but the training pool has only "
-                f"{len(self.pool)} (data root {self.adapter.data_root}); lower active.budget, "
+                f"{len(self.pool)}{excluded} (data root {self.adapter.data_root}); lower active.budget, "
                 "active.initial or active.cycles")
         if a.subset < a.budget:
             raise ConfigError(f"active.subset ({a.subset}) must be at least active.budget ({a.budget})")
 
-    def _open_state(self, resume: bool) -> RunState:
+    def _open_state(self, resume: bool, force: bool) -> RunState:
         config_path = self.run_dir / "config.yaml"
         new_config = to_dict(self.cfg)
         if self.state_path.exists():
-            if not resume:
-                raise RunDirError(f"{self.run_dir} already holds a run (state.json); pass --resume to continue it "
-                                  "or choose another --run-dir")
             state = RunState.load(self.state_path)
             if config_path.exists():
                 old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
                 diff = config_differences(old, new_config)
-                if diff:
+                if diff and not force:
                     raise RunDirError(f"{self.run_dir} was started with another config; differences (old -> new):\n"
-                                      + "\n".join(diff))
+                                      + "\n".join(diff) + "\npass --force to continue with the new config anyway")
+                if diff:
+                    LOG.warning("--force: continuing %s with a changed config (old -> new):\n%s", self.run_dir,
+                                "\n".join(diff))
             if state.pool_size != len(self.pool):
                 raise RunDirError(f"{self.run_dir}: the state was made for a pool of {state.pool_size} images, "
                                   f"the data now has {len(self.pool)}")
             LOG.info("resuming %s: %d labeled, %d cycles recorded", self.run_dir, len(state.labeled), len(state.cycles))
         else:
-            state = RunState(seed=self.cfg.seed, strategy=self.strategy.name, pool_size=len(self.pool))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+            state = RunState(seed=self.cfg.seed, strategy=self.strategy.name, pool_size=len(self.pool),
+                             class_names=list(self.adapter.class_names))
         atomic_write_text(config_path, dump_yaml(self.cfg))
         return state
+
+    def _take_labels(self, label_files: Sequence[Path]) -> None:
+        """Human mode: labels stored by earlier imports, then the new ``--labels`` files,
+        validated against the selections before anything is written."""
+        human = self.cfg.labels.mode == "human"
+        if label_files and not human:
+            raise ConfigError("--labels imports labels in labels.mode human; this run is labels.mode "
+                              f"{self.cfg.labels.mode!r} (its labels come with the dataset)")
+        stored_path = self.run_dir / LABELS_FILE
+        merged = read_labels_csv(stored_path) if human and stored_path.exists() else {}
+        if merged:
+            self.adapter.assign_labels({self.index_of[i]: v for i, v in merged.items()}, str(stored_path))
+        selected = self.state.labeled
+        for path in label_files:  # later files win, as a correction should
+            new = read_labels_csv(Path(path))
+            unknown = [i for i in new if i not in self.index_of]
+            if unknown:
+                raise ValueError(f"labels file {path}: {len(unknown)} ids are not in the training pool, e.g. "
+                                 f"{unknown[:5]}")
+            unselected = [i for i in new if i not in selected]
+            if unselected:
+                raise ValueError(f"labels file {path}: {len(unselected)} ids were never selected for labeling in "
+                                 f"{self.run_dir}, e.g. {unselected[:5]}; label only the ids in its selections/")
+            changed = [i for i in new if i in merged and merged[i] != new[i]]
+            if changed:
+                LOG.warning("labels file %s relabels %d images, e.g. %s", path, len(changed), changed[:5])
+            self.adapter.assign_labels({self.index_of[i]: v for i, v in new.items()}, str(path))
+            merged.update(new)
+        if label_files:
+            write_labels_csv(stored_path, merged)
+            LOG.info("imported labels from %s: %d images labeled in %s", ", ".join(map(str, label_files)),
+                     len(merged), stored_path)
 
     # ------------------------------------------------------------------ logging
 
@@ -118,9 +190,11 @@ class ActiveLearningRun:
         self._writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
+        """Flush the logs and give the run directory back (idempotent)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._lock.release()
 
     def _write_metrics_csv(self) -> None:
         metric_keys: list[str] = [self.adapter.metric_name]
@@ -148,22 +222,57 @@ class ActiveLearningRun:
             for rank, (i, s) in enumerate(zip(selection.indices.tolist(), selection.scores.tolist()))
         ])
         self.state.add_selection(record)
-        # the export first, then the state: a kill in between redoes the (deterministic) step
-        export_selection(record, self.run_dir / "selections")
+        # the exports first, then the state: a kill in between redoes the (deterministic) step
+        ctx = ExportContext(Path(self.adapter.data_root), self.cfg.export.uri_prefix, tuple(self.state.class_names))
+        for fmt in self.cfg.export.formats:
+            export_selection(record, self.run_dir / "selections", fmt, ctx)
         self._commit()
         return record
 
     def _initial_selection(self) -> None:
         if any(s.cycle == 0 for s in self.state.selections):
             return
-        gen = seed_everything(derive_seed(self.cfg.seed, 0, "initial"))
-        order = torch.randperm(len(self.pool), generator=gen).numpy()[: self.cfg.active.initial]
-        keys = np.linspace(1.0, 0.0, len(order), endpoint=False)  # rank order of the random draw
-        self._record_selection(0, "initial", Selection(order, keys))
-        LOG.info("cycle 0: %d initial images picked at random", len(order))
+        if self.initial_ids:
+            order = np.asarray([self.index_of[i] for i in self.initial_ids], dtype=np.int64)
+            how = f"from {self.cfg.labels.initial_list}"
+        else:
+            gen = seed_everything(derive_seed(self.cfg.seed, 0, "initial"))
+            candidates = self._selectable(set())
+            order = candidates[torch.randperm(len(candidates), generator=gen).numpy()[: self.cfg.active.initial]]
+            how = "at random"
+        keys = np.linspace(1.0, 0.0, len(order), endpoint=False)  # rank order of the list / the random draw
+        self._record_selection(0, "initial_list" if self.initial_ids else "initial", Selection(order, keys))
+        LOG.info("cycle 0: %d initial images %s", len(order), how)
+
+    def _selectable(self, taken: set[str]) -> np.ndarray:
+        """Pool indices that are neither taken nor excluded (all of them, in order, when nothing is)."""
+        skip = taken | set(self.excluded)
+        return np.fromiter((i for i, image_id in enumerate(self.pool.ids) if image_id not in skip), dtype=np.int64)
 
     def labeled_indices(self) -> np.ndarray:
-        return np.sort(np.fromiter((self.index_of[i] for i in self.state.labeled), dtype=np.int64))
+        """Selected images the task model trains on: every selection minus excluded ids."""
+        excluded = set(self.excluded)
+        return np.sort(np.fromiter((self.index_of[i] for i in self.state.labeled if i not in excluded),
+                                   dtype=np.int64))
+
+    def _require_labels(self, cycle: int, labeled: np.ndarray) -> None:
+        """Oracle mode: a no-op check. Human mode: stop until every selected image has its label."""
+        missing = self.adapter.missing_labels(labeled)
+        needed_path = self.run_dir / NEEDED_FILE
+        if not missing:
+            needed_path.unlink(missing_ok=True)
+            return
+        ids = [self.pool.ids[i] for i in missing]
+        atomic_write_text(needed_path, needed_csv(
+            (self.pool.ids[i], self.pool.paths[i], self.adapter.label_path(i)) for i in missing))
+        last = max(s.cycle for s in self.state.selections)
+        raise LabelsNeeded(
+            f"cycle {cycle} needs labels for {len(missing)} of {len(labeled)} selected images before it can train "
+            f"(first: {ids[:5]}).\n  what to label: {needed_path} (image_id,path,label_path); the latest selection "
+            f"is {self.run_dir / 'selections'}/cycle_{last:02d}.* in formats {', '.join(self.cfg.export.formats)}\n"
+            f"  how: {self.adapter.label_help}\n"
+            f"  then: run the same command again with --resume (images that cannot be labeled go in "
+            f"labels.exclude_list)", ids)
 
     def _checkpoint_path(self, cycle: int) -> Path:
         return self.run_dir / "checkpoints" / f"cycle_{cycle:02d}.pt"
@@ -213,8 +322,7 @@ class ActiveLearningRun:
 
     def _select(self, cycle: int, model: torch.nn.Module, ranker: LossRanker | None, labeled: np.ndarray) -> None:
         a = self.cfg.active
-        labeled_set = set(labeled.tolist())
-        unlabeled = np.fromiter((i for i in range(len(self.pool)) if i not in labeled_set), dtype=np.int64)
+        unlabeled = self._selectable(set(self.state.labeled))
         if a.budget > len(unlabeled):
             raise ConfigError(f"active.budget ({a.budget}) is larger than the unlabeled pool ({len(unlabeled)} images)")
         gen = seed_everything(derive_seed(self.cfg.seed, cycle, "select"))
@@ -249,6 +357,7 @@ class ActiveLearningRun:
                     continue
                 labeled = self.labeled_indices()
                 if record is None:
+                    self._require_labels(cycle, labeled)
                     model, ranker = self._train_and_evaluate(cycle, labeled)
                 else:
                     model, ranker = self._load_trained(cycle)
@@ -259,5 +368,6 @@ class ActiveLearningRun:
         finally:
             self.close()
 
-def run_active_learning(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False) -> RunState:
-    return ActiveLearningRun(cfg, adapter, run_dir, resume).run()
+def run_active_learning(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False,
+                        force: bool = False, label_files: Sequence[Path] = ()) -> RunState:
+    return ActiveLearningRun(cfg, adapter, run_dir, resume, force, label_files).run()

@@ -106,6 +106,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(dir_fd)
 
 
+def sweep_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of atomic writes a killed process left under ``folder`` (call it
+    only while owning the folder, i.e. holding its run lock)."""
+    swept = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for p in swept:
+        p.unlink(missing_ok=True)
+    return swept
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

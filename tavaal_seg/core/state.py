@@ -46,6 +46,7 @@ class RunState:
     seed: int
     strategy: str
     pool_size: int
+    class_names: list[str] = field(default_factory=list)   # for exports (Scale labels) without the data
     selections: list[SelectionRecord] = field(default_factory=list)
     cycles: list[CycleRecord] = field(default_factory=list)
     format: int = STATE_FORMAT
@@ -86,6 +87,7 @@ class RunState:
         try:
             return cls(
                 seed=data["seed"], strategy=data["strategy"], pool_size=data["pool_size"],
+                class_names=list(data.get("class_names", [])),
                 selections=[SelectionRecord(s["cycle"], s["strategy"], [SelectedItem(**i) for i in s["items"]])
                             for s in data["selections"]],
                 cycles=[CycleRecord(**c) for c in data["cycles"]],

@@ -104,6 +104,11 @@ class ClassTable:
             )
         return self.lut[mask]
 
+    def describe_values(self) -> str:
+        """The raw mask values this table accepts, for instructions to people making masks."""
+        return f"raw values {_ranges(np.flatnonzero(self.known).tolist())} ({self.num_classes} classes: " + \
+            ", ".join(self.names[:8]) + (", ..." if self.num_classes > 8 else "") + ")"
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ClassTable):
             return NotImplemented

@@ -42,13 +42,20 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 class SegItem:
     """One image and (optionally) its mask.
 
-    ``mask`` is None for images that have no label yet (an unlabelled pool waiting for humans).
-    ``image_id`` is stable across runs and unique within a dataset split.
+    ``mask`` is None for images that have no label yet (an unlabelled pool waiting for humans);
+    ``label_target`` is where the dataset layout puts this image's mask, present or not (where
+    people deliver it). ``image_id`` is stable across runs and unique within a dataset split.
     """
 
     image_id: str
     image: Path
     mask: Path | None
+    label_target: Path | None = None
+
+    @property
+    def mask_location(self) -> Path | None:
+        """The mask file if found, else where it is expected."""
+        return self.mask if self.mask is not None else self.label_target
 
     def rel_path(self, root: str | Path) -> str:
         """Image path relative to ``root`` as a POSIX string (for exports that must not leak
@@ -100,7 +107,7 @@ def discover_cityscapes(root: str | Path, split: str) -> list[SegItem]:
     for image in split_dir.glob("*/*_leftImg8bit.png"):
         image_id = image.name[: -len("_leftImg8bit.png")]
         mask = root / "gtFine" / split / image.parent.name / f"{image_id}_gtFine_labelIds.png"
-        items.append(SegItem(image_id, image, mask if mask.is_file() else None))
+        items.append(SegItem(image_id, image, mask if mask.is_file() else None, mask))
     if not items:
         raise FileNotFoundError(f"no images found under {pattern} — {expected}")
     return _unique_sorted(items, str(split_dir))
@@ -119,7 +126,9 @@ def discover_camvid(root: str | Path, split: str) -> list[SegItem]:
     """Items listed in ``{root}/{split}.txt`` (SegNet CamVid layout), one ``image mask`` per line.
 
     Paths are relative to ``root``; absolute SegNet-style paths keep their last two components.
-    A line with only an image gives ``mask=None``. image_id = image file stem.
+    A listed mask that is not there yet, or a line with only an image, gives ``mask=None`` (an
+    image awaiting labels; its mask is expected at the listed path, or SegNet-style at
+    ``{image folder}annot/{image name}``). image_id = image file stem.
     """
     root = _check_root(root, "CamVid")
     list_file = root / f"{split}.txt"
@@ -138,12 +147,11 @@ def discover_camvid(root: str | Path, split: str) -> list[SegItem]:
                 f"{list_file}:{lineno}: expected 'image_path mask_path', got {len(tokens)} fields: {line!r}"
             )
         image = _list_path(root, tokens[0])
-        mask = _list_path(root, tokens[1]) if len(tokens) == 2 else None
+        target = _list_path(root, tokens[1]) if len(tokens) == 2 else \
+            image.parent.with_name(image.parent.name + "annot") / image.name
         if not image.is_file():
             raise FileNotFoundError(f"{list_file}:{lineno}: image {image} does not exist")
-        if mask is not None and not mask.is_file():
-            raise FileNotFoundError(f"{list_file}:{lineno}: mask {mask} does not exist")
-        items.append(SegItem(image.stem, image, mask))
+        items.append(SegItem(image.stem, image, target if target.is_file() else None, target))
     if not items:
         raise FileNotFoundError(f"{list_file} lists no images — expected 'image_path mask_path' lines")
     return _unique_sorted(items, str(list_file))
@@ -172,11 +180,9 @@ def discover_folder(
         if image.suffix.lower() not in IMAGE_EXTENSIONS or not image.is_file():
             continue
         rel = image.relative_to(image_root).with_suffix("")
-        mask = None
-        if mask_root is not None:
-            candidate = mask_root / rel.parent / (rel.name + mask_suffix)
-            mask = candidate if candidate.is_file() else None
-        items.append(SegItem(rel.as_posix(), image, mask))
+        target = mask_root / rel.parent / (rel.name + mask_suffix) if mask_root is not None else None
+        items.append(SegItem(rel.as_posix(), image, target if target is not None and target.is_file() else None,
+                             target))
     if not items:
         raise FileNotFoundError(
             f"no images found under {image_root}/**/*.{{png,jpg,jpeg}} — expected a folder of images"

@@ -1,0 +1,49 @@
+"""Run tools/al_cls.py in this process and SIGKILL it at the Nth call of one function.
+
+Used by tests/test_run_safety.py: ``python tests/kill_driver.py POINT N -- AL_CLS_ARGS...``.
+A real SIGKILL (no cleanup handlers, no finally blocks) is what an OOM killer or a pulled
+plug does; the test then resumes the run and compares it with an uninterrupted one.
+"""
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tavaal_cls.adapter  # noqa: E402
+import tavaal_seg.core.loop  # noqa: E402
+import tavaal_seg.core.runtime  # noqa: E402
+import tavaal_seg.core.training  # noqa: E402
+from tavaal_cls.cli import main  # noqa: E402
+
+
+def dies_on_call(fn, n, only=lambda *a, **k: True):
+    count = 0
+
+    def wrapper(*args, **kwargs):
+        nonlocal count
+        if only(*args, **kwargs):
+            count += 1
+            if count == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+# where to die -> (module, attribute, which calls count)
+POINTS = {
+    "train": (tavaal_cls.adapter, "random_crop_flip", None),        # one call per training batch
+    "vae": (tavaal_seg.core.training, "vae_loss", None),            # two calls per VAE step
+    "export": (tavaal_seg.core.loop, "export_selection", None),     # selection made, not yet exported/recorded
+    "state_write": (tavaal_seg.core.runtime.os, "replace",          # temp state written, not yet renamed
+                    lambda src, dst, *a, **k: str(dst).endswith("state.json")),
+}
+
+if __name__ == "__main__":
+    point, n, sep, *argv = sys.argv[1:]
+    assert sep == "--"
+    module, attr, only = POINTS[point]
+    setattr(module, attr, dies_on_call(getattr(module, attr), int(n), only or (lambda *a, **k: True)))
+    sys.exit(main(argv))

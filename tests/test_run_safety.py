@@ -1,0 +1,100 @@
+"""Crash safety and concurrency: SIGKILL at several points then --resume equals an
+uninterrupted run; one process per run directory; stale locks are taken over."""
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tavaal_cls.cli import main
+from tavaal_seg.core.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_DIR_BUSY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folder_root(tmp_path_factory) -> Path:
+    """A small image-folder dataset: 4 classes of colour-coded 32x32 PNGs."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 4)):
+        for label in range(4):
+            for k in range(n):
+                img = np.clip(40 + 60 * label + rng.integers(0, 50, (32, 32, 3)), 0, 255).astype(np.uint8)
+                path = root / split / f"class{label}" / f"{k:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(path)
+    return root
+
+
+def _args(root: Path, run: Path, *extra: str) -> list[str]:
+    return ["--config", str(REPO / "configs" / "cifar10.yaml"), "--data-root", str(root), "--run-dir", str(run),
+            "--strategy", "tavaal", "--cycles", "3", "--initial", "12", "--budget", "8", "--subset", "30",
+            "--epochs", "2", "--device", "cpu", "--set", "data.name=image_folder", "--set", "model.width=0.0625",
+            "--set", "train.batch_size=8", "--set", "vae.iterations=4", "--set", "vae.batch_size=8",
+            "--set", "vae.z_dim=8", "--set", "vae.width=0.03125", "--set", "logging.tensorboard=false",
+            "--set", "export.formats=[csv, jsonl]", *extra]
+
+
+def _outcome(run: Path) -> dict:
+    state = json.loads((run / "state.json").read_text())
+    return {"selections": state["selections"], "metrics": [c["metrics"] for c in state["cycles"]],
+            "exports": {p.name: p.read_text() for p in sorted((run / "selections").iterdir())}}
+
+
+@pytest.fixture(scope="module")
+def straight(folder_root, tmp_path_factory) -> dict:
+    run = tmp_path_factory.mktemp("straight") / "run"
+    assert main(_args(folder_root, run)) == EXIT_OK
+    return _outcome(run)
+
+
+@pytest.mark.parametrize("point,n", [
+    ("train", 5),          # cycle 2's first epoch (cycle 1: 12 images = 2 batches x 2 epochs)
+    ("vae", 3),            # cycle 1's VAE, mid-training
+    ("export", 2),         # cycle 1's selection computed, before it is exported and recorded
+    ("state_write", 4),    # the state's temp file written, the rename not yet done
+])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(folder_root, straight, tmp_path, point, n):
+    run = tmp_path / "run"
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "kill_driver.py"), point, str(n), "--",
+                             *_args(folder_root, run)], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert main(_args(folder_root, run, "--resume")) == EXIT_OK
+    assert _outcome(run) == straight
+    assert not list(run.rglob("*.tmp"))  # the killed write's temp file was swept
+
+
+def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(folder_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
+         "from tavaal_seg.core.lock import RunDirLock; lock = RunDirLock(sys.argv[2]); lock.acquire();"
+         "print('held', flush=True); time.sleep(120)", str(REPO), str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(_args(folder_root, run, "--cycles", "1")) == EXIT_RUN_DIR_BUSY
+        err = capsys.readouterr().err
+        assert f"in use by PID {holder.pid}" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert json.loads((run / "lock.json").read_text())["pid"] == holder.pid  # left behind by the dead process
+    assert main(_args(folder_root, run, "--cycles", "1")) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "taking over the lock" in err and f"PID {holder.pid}" in err
+    assert not (run / "lock.json").exists()  # released at the end
+
+
+def test_resume_with_another_config_needs_force(folder_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_args(folder_root, run, "--cycles", "1")) == EXIT_OK
+    assert main(_args(folder_root, run, "--cycles", "1", "--resume", "--set", "train.lr=0.5")) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "train.lr: 0.1 -> 0.5" in err and "--force" in err
+    assert main(_args(folder_root, run, "--cycles", "1", "--resume", "--force", "--set", "train.lr=0.5")) == EXIT_OK
