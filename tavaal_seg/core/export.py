@@ -285,7 +285,7 @@ EXPORTERS: types.MappingProxyType[str, Exporter] = types.MappingProxyType({e.nam
              "rank,image_id,path,score,cycle,strategy (+ uri with a prefix); the run's own list"),
     Exporter("jsonl", ".jsonl", render_jsonl, None, "the csv fields as JSON Lines"),
     Exporter("labelstudio", ".labelstudio.json", render_labelstudio, None,
-             "Label Studio tasks; image = the URI, else /data/local-files/?d=<path>; score as prediction score"),
+             "Label Studio tasks; image = the URI, else /data/local-files/?d=<path>; prediction score = label priority (1 = label first)"),
     Exporter("cvat", ".cvat-manifest.jsonl", render_cvat, None,
              "CVAT image manifest (name, extension, width, height); reads image headers under data.root"),
     Exporter("labelbox", ".labelbox.json", render_labelbox,
