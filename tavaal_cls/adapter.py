@@ -108,6 +108,21 @@ class ClassificationAdapter:
         for batch in batch_slices(np.asarray(indices), batch_size):
             yield self._normalize(center_crop(images[torch.as_tensor(batch, device=device)], self.data.crop))
 
+    def labeled_pool_batches(self, indices: np.ndarray, batch_size: int,
+                             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels, _ = self._tensors(device)
+        for batch in batch_slices(np.asarray(indices), batch_size):
+            idx = torch.as_tensor(batch, device=device)
+            yield self._normalize(center_crop(images[idx], self.data.crop)), labels[idx]
+
+    def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
+        """Entropy (nats) of the labeled set's class counts: how balanced the selection is
+        (the TA-VAAL paper's Fig. 7a for imbalanced CIFAR-10)."""
+        labels = self._labels[np.asarray(indices)]
+        counts = np.bincount(labels[labels >= 0], minlength=self.num_classes).astype(np.float64)
+        p = counts[counts > 0] / max(counts.sum(), 1.0)
+        return {"labeled_class_entropy": float(-(p * np.log(p)).sum())}
+
     def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         _, _, test = self._tensors(device)
         labels = torch.as_tensor(self.data.test.labels, device=device)

@@ -213,7 +213,11 @@ def imbalanced_keep(label: int, ratio: int, per_class: int = 5000) -> int | None
 def cifar10_imbalanced(req: DataRequest) -> ClassificationData:
     if req.imbalance_ratio < 1:
         raise ValueError(f"data.imbalance_ratio must be >= 1, got {req.imbalance_ratio}")
-    return _cifar(req, "cifar10", lambda label, name: _cap(imbalanced_keep(label, req.imbalance_ratio), req.train_per_class))
+    # with data.train_per_class (scaled-down studies) the ratio holds at that scale: odd classes
+    # keep train_per_class, even classes train_per_class / ratio
+    per_class = req.train_per_class or 5000
+    return _cifar(req, "cifar10", lambda label, name: _cap(imbalanced_keep(label, req.imbalance_ratio, per_class),
+                                                           req.train_per_class))
 
 
 def _split_per_class(entries: list[tuple[str, Path, int]], fraction: float, seed: int) -> tuple[list, list]:

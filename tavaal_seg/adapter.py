@@ -114,6 +114,15 @@ class SegmentationAdapter:
         for x, _, _ in self._loader(self._pool_set, batches, device):
             yield x.to(device, non_blocking=True)
 
+    def labeled_pool_batches(self, indices: np.ndarray, batch_size: int,
+                             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = batch_slices(np.asarray(indices), batch_size)
+        for x, y, _ in self._loader(self._pool_set, batches, device):
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
+        return {}  # pixel-class balance would need every mask decoded; not tracked
+
     def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = np.arange(len(self.test_items))
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

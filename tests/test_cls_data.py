@@ -59,6 +59,9 @@ def test_imbalanced_split_counts_follow_the_reference(tmp_path):
     assert np.bincount(data.test.labels).tolist() == [20] * 10  # test set stays balanced
     # keeps the *first* images of each even class, in file order
     assert data.train.ids[0] == "data_batch_1_00000"
+    # scaled down, the ratio holds at the new scale
+    small = load_dataset("cifar10_imbalanced", DataRequest(root=tmp_path, imbalance_ratio=10, train_per_class=60))
+    assert np.bincount(small.train.labels, minlength=10).tolist() == [6, 60] * 5
 
 
 def test_caltech_folder_with_greyscale_image_and_seeded_split(tmp_path):

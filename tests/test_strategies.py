@@ -95,3 +95,23 @@ def test_k_center_greedy_on_a_hand_example():
     # farthest from the origin is (10,0); then the farthest from {origin,(10,0)} is (0,5)
     assert pos.tolist() == [1, 3]
     assert dists.tolist() == pytest.approx([10.0, 5.0])
+
+
+@pytest.mark.parametrize("strategy", ["tavaal", "entropy"])
+def test_candidate_scores_file_pairs_every_scored_image_with_its_true_loss(tmp_path, strategy):
+    import csv
+
+    from tavaal_seg.core import run_active_learning
+    from tests.helpers import tiny_adapter, tiny_config
+
+    cfg = tiny_config(**{"logging.candidate_scores": True, "active.strategy": strategy})
+    state = run_active_learning(cfg, tiny_adapter(cfg), tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "selections" / "cycle_01.candidates.csv").open()))
+    assert len(rows) == 40 and sum(int(r["selected"]) for r in rows) == 10  # the subset, the budget
+    chosen = {r["image_id"] for r in rows if r["selected"] == "1"}
+    assert chosen == {i for i, c in state.labeled.items() if c == 1}
+    assert all(float(r["true_loss"]) >= 0 for r in rows)
+    if strategy == "tavaal":  # the discriminator's P(labeled): the picks are the lowest
+        scores = sorted((float(r["score"]), r["selected"]) for r in rows)
+        assert {s for _, s in scores[:10]} == {"1"}
+    assert 0 < state.cycles[0].metrics["labeled_class_entropy"] <= np.log(4) + 1e-9

@@ -69,6 +69,13 @@ class TaskAdapter(Protocol):
 
     def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
+    def labeled_pool_batches(self, indices: np.ndarray, batch_size: int,
+                             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Pool images in order with the test-time transform and their targets (oracle mode)."""
+
+    def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
+        """Extra per-cycle numbers about the labeled set (classification: class-count entropy)."""
+
     def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Task loss per sample (B,), the ranker's target."""
 

@@ -83,6 +83,8 @@ class EvalConfig:
 class LoggingConfig:
     tensorboard: bool = True
     log_every: int = 50               # iterations between plain log lines off a terminal
+    candidate_scores: bool = False    # oracle mode: also write selections/cycle_NN.candidates.csv (score and
+                                      # true loss of every scored candidate; one extra pass; for studies)
 
 
 LABEL_MODES = ("oracle", "human")

@@ -27,7 +27,7 @@ from .runtime import (LOG, Precision, atomic_torch_save, atomic_write_text, deri
                       seed_everything, sweep_temp_files)
 from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
 from .strategies import Selection, SelectionContext, get_strategy
-from .training import evaluate, prepare_model, train_task_model
+from .training import evaluate, prepare_model, train_task_model, true_losses
 
 # Keys that may change between a run and its resume without changing what it computes.
 # The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
@@ -301,6 +301,7 @@ class ActiveLearningRun:
                           self._checkpoint_path(cycle))
         start = time.perf_counter()
         metrics = evaluate(model, self.adapter, self.cfg, self.precision, self.device)
+        metrics.update(self.adapter.labeled_stats(labeled))
         eval_s = time.perf_counter() - start
         LOG.info("cycle %d: %d labeled -> %s %.4f", cycle, len(labeled), self.adapter.metric_name,
                  metrics[self.adapter.metric_name])
@@ -337,9 +338,23 @@ class ActiveLearningRun:
         record = self.state.cycle(cycle)
         record.timings["select_s"] = seconds
         record.selected = True
+        if self.cfg.logging.candidate_scores and selection.candidate_scores is not None \
+                and self.cfg.labels.mode == "oracle":
+            self._write_candidates(cycle, model, subset, selection)
         self._record_selection(cycle, self.strategy.name, selection)
         LOG.info("cycle %d: %s selected %d of %d scored images in %.1fs", cycle, self.strategy.name,
                  len(selection.indices), len(subset), seconds)
+
+    def _write_candidates(self, cycle: int, model: torch.nn.Module, subset: np.ndarray, selection: Selection) -> None:
+        """``image_id,score,true_loss,selected`` for every scored candidate (the paper's Fig. 8)."""
+        losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device)
+        chosen = set(selection.indices.tolist())
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image_id", "score", "true_loss", "selected"])
+        for i, score, loss in zip(subset.tolist(), selection.candidate_scores.tolist(), losses.tolist()):
+            writer.writerow([self.pool.ids[i], repr(float(score)), repr(float(loss)), int(i in chosen)])
+        atomic_write_text(self.run_dir / "selections" / f"cycle_{cycle:02d}.candidates.csv", buffer.getvalue())
 
     def _prune_checkpoints(self, keep: int) -> None:
         for path in (self.run_dir / "checkpoints").glob("cycle_*.pt"):

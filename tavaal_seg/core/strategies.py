@@ -69,6 +69,9 @@ class Selection:
 
     indices: np.ndarray
     scores: np.ndarray
+    # the score of every candidate (aligned with ctx.candidates) when the strategy has one per
+    # candidate; studies plot it against the true loss (None: coreset's distances change as it picks)
+    candidate_scores: np.ndarray | None = None
 
 
 SelectFn = Callable[[SelectionContext], Selection]
@@ -85,17 +88,17 @@ class Strategy:
 def _random(ctx: SelectionContext) -> Selection:
     """Uniform without replacement (the reference's Random sampled with replacement)."""
     keys = torch.rand(len(ctx.candidates), generator=ctx.generator)
-    return Selection(*top_k(keys, ctx.candidates, ctx.budget, largest=True))
+    return Selection(*top_k(keys, ctx.candidates, ctx.budget, largest=True), keys.numpy())
 
 
 def _entropy(ctx: SelectionContext) -> Selection:
     out = ctx.pass_over(ctx.candidates, frozenset({"uncertainty"}))
-    return Selection(*top_k(out.uncertainty, ctx.candidates, ctx.budget, largest=True))
+    return Selection(*top_k(out.uncertainty, ctx.candidates, ctx.budget, largest=True), out.uncertainty.cpu().numpy())
 
 
 def _lloss(ctx: SelectionContext) -> Selection:
     out = ctx.pass_over(ctx.candidates, frozenset({"rank"}))
-    return Selection(*top_k(out.rank, ctx.candidates, ctx.budget, largest=True))
+    return Selection(*top_k(out.rank, ctx.candidates, ctx.budget, largest=True), out.rank.cpu().numpy())
 
 
 def k_center_greedy(labeled: torch.Tensor, candidates: torch.Tensor, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +148,7 @@ def _adversarial(ctx: SelectionContext, conditioned: bool) -> Selection:
     game = train_vae(images_l, images_u, r_l, r_u, cfg, ctx.precision, ctx.device, ctx.generator, log)
     logits = discriminator_logits(game.vae, game.discriminator, images_u, r_u, cfg.eval.batch_size, ctx.precision)
     items, scores = top_k(logits, ctx.candidates, ctx.budget, largest=False)
-    return Selection(items, 1.0 / (1.0 + np.exp(-scores)))
+    return Selection(items, 1.0 / (1.0 + np.exp(-scores)), torch.sigmoid(logits.double()).cpu().numpy())
 
 
 STRATEGIES: types.MappingProxyType[str, Strategy] = types.MappingProxyType({

@@ -155,6 +155,20 @@ def model_pass(model: nn.Module, ranker: LossRanker | None, adapter: TaskAdapter
     return out
 
 
+@torch.no_grad()
+def true_losses(model: nn.Module, adapter: TaskAdapter, indices: np.ndarray, cfg: BaseConfig,
+                precision: Precision, device: torch.device) -> np.ndarray:
+    """The task model's real per-image loss on labeled pool images (test-time transform): what
+    the ranker tries to predict, for studies that compare it with a strategy's scores."""
+    model.eval()
+    losses = []
+    for x, y in adapter.labeled_pool_batches(indices, cfg.eval.batch_size, device):
+        with precision.autocast():
+            logits, _ = model(x)
+        losses.append(adapter.per_sample_loss(logits.float(), y).cpu())
+    return torch.cat(losses).numpy() if losses else np.empty(0)
+
+
 # ---------------------------------------------------------------- the VAE / discriminator game
 
 def _to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
