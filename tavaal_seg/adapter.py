@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from .config import SegConfig
 from .core.adapter import Pool, batch_slices, shuffled_batches
+from .core.runtime import displayed_image_size
 from .data import (SEG_DATASETS, ClassTable, SegItem, SegmentationDataset, build_eval_transform,
                    build_train_transform, folder_table, read_mask, reseed_transform, resized_uint8, seed_worker)
 from .metrics import ConfusionMatrixIoU
@@ -161,7 +162,7 @@ class SegmentationAdapter:
                 missing.append(i)
                 continue
             mask = read_mask(path, self.table)
-            width, height = _image_size(item.image)
+            width, height = displayed_image_size(item.image)
             if mask.shape != (height, width):
                 raise ValueError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item.image} is "
                                  f"{width}x{height}; a mask must have its image's size")
@@ -195,13 +196,3 @@ class SegmentationAdapter:
             filled[todo] = True
         return cache[torch.as_tensor(indices)]
 
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except OSError as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err

@@ -32,13 +32,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .runtime import atomic_write_text
+from .runtime import atomic_write_text, displayed_image_size
 from .state import SelectedItem, SelectionRecord
 
 CSV_COLUMNS = ("rank", "image_id", "path", "score", "cycle", "strategy")
 URI_SCHEMES = ("s3", "gs", "https", "http")
 PREFIX_KEY = "export.uri_prefix / --uri-prefix"  # where a user sets the prefix, for error messages
-_EXIF_ORIENTATION = 274  # EXIF tag; values 5..8 mean the image is stored rotated by 90 degrees
 
 
 class ExportError(ValueError):
@@ -213,18 +212,13 @@ def render_labelstudio(record: SelectionRecord, ctx: ExportContext) -> str:
 
 
 def _image_size(root: Path, rel: str, image_id: str) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
     file = root / rel
     try:
-        with Image.open(file) as im:  # reads the header only; pixels are decoded lazily, never here
-            width, height = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+        # CVAT shows the image EXIF-rotated, and its own manifest tool swaps the sides for 5..8
+        return displayed_image_size(file)
+    except ValueError as err:
         raise ExportError(f"item {image_id!r}: {file} is not a readable image file ({err}); "
                           "cvat needs image files under the data root") from None
-    # CVAT shows the image EXIF-rotated, and its own manifest tool swaps the sides for 5..8
-    return (height, width) if orientation > 4 else (width, height)
 
 
 def render_cvat(record: SelectionRecord, ctx: ExportContext) -> str:

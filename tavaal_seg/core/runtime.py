@@ -106,6 +106,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(dir_fd)
 
 
+EXIF_ORIENTATION = 274  # EXIF tag; values 5..8 mean the pixels are stored rotated by 90 degrees
+
+
+def displayed_image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image as decoders that honour EXIF orientation show it (OpenCV's
+    imread, CVAT), from the file header only: the pixels are never decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    return (height, width) if orientation > 4 else (width, height)
+
+
 def sweep_temp_files(folder: Path) -> list[Path]:
     """Delete the temp files of atomic writes a killed process left under ``folder`` (call it
     only while owning the folder, i.e. holding its run lock)."""
