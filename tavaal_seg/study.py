@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from .core.config import read_yaml
 from .core.runtime import atomic_write_text
 from .core.strategies import STRATEGIES
 
@@ -158,7 +159,7 @@ def run_phase(run_dir: Path, cycles: int | None = None, select_after_last: bool 
         state = json.loads(state_path.read_text(encoding="utf-8"))
         records = {int(c["cycle"]): bool(c.get("selected", False)) for c in state["cycles"]}
         if cycles is None or select_after_last is None:
-            active = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {})["active"]
+            active = read_yaml(config_path)["active"]
             cycles = int(active["cycles"]) if cycles is None else cycles
             if select_after_last is None:
                 select_after_last = bool(active.get("select_after_last", False))
@@ -446,8 +447,8 @@ def requested_setting(config: Path, extra_args: Sequence[str], key: str, flag: s
     the YAML's, overridden by ``flag`` (e.g. ``--cycles``), overridden by the last ``--set key=V``
     (the AL tools apply --set after the flags). None when none of them sets it (the tool's default)."""
     try:
-        value: Any = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
+        value: Any = read_yaml(config)
+    except (OSError, ValueError) as err:
         raise StudyError(f"cannot read config {config}: {err}") from err
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None

@@ -26,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config import read_yaml
 from .export import EXPORTERS, ExportContext, check_export_options, export_path, render_export
 from .runtime import atomic_write_text
 from .state import RunState
@@ -85,15 +84,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return {}  # formats that need nothing from it still work; the others say what is missing
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise _BadInput(f"cannot read {path}: {err}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise _BadInput(f"{path}: expected a mapping of config sections")
-    return raw
+    return read_yaml(path)  # a ConfigError (ValueError) naming the file: exit 2
 
 
 def _section_value(raw: dict[str, Any], section: str, key: str, where: Path) -> str | None:

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from .adapter import TaskAdapter
-from .config import BaseConfig, ConfigError, dump_yaml, to_dict
+from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
 from .export import ExportContext, export_selection
 from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, write_labels_csv
 from .lock import RunDirLock
@@ -128,7 +127,7 @@ class ActiveLearningRun:
         if self.state_path.exists():
             state = RunState.load(self.state_path)
             if config_path.exists():
-                old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+                old = read_yaml(config_path)
                 diff = config_differences(old, new_config)
                 if diff and not force:
                     raise RunDirError(f"{self.run_dir} was started with another config; differences (old -> new):\n"
