@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tavaal_seg.core.adapter import Pool, batch_slices, shuffled_batches
+from tavaal_seg.core.adapter import Pool, batch_slices, contiguous_part
 
 from .config import ClsConfig
 from .data import ClassificationData, DataRequest, load_dataset
@@ -95,10 +95,10 @@ class ClassificationAdapter:
         m = self.cfg.model
         return build_cls_model(m.name, self.num_classes, m.width, m.weights)
 
-    def train_batches(self, indices: np.ndarray, batch_size: int, generator: torch.Generator,
+    def train_batches(self, batches: Sequence[np.ndarray], generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels, _ = self._tensors(device)
-        for batch in shuffled_batches(indices, batch_size, generator):
+        for batch in batches:
             idx = torch.as_tensor(batch, device=device)
             x = random_crop_flip(images[idx], self.data.crop, self.data.pad, generator)
             yield self._normalize(x), labels[idx]
@@ -123,11 +123,14 @@ class ClassificationAdapter:
         p = counts[counts > 0] / max(counts.sum(), 1.0)
         return {"labeled_class_entropy": float(-(p * np.log(p)).sum())}
 
-    def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def test_batches(self, batch_size: int, device: torch.device,
+                     shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         _, _, test = self._tensors(device)
         labels = torch.as_tensor(self.data.test.labels, device=device)
-        for i in range(0, len(test), batch_size):
-            yield self._normalize(center_crop(test[i:i + batch_size], self.data.crop)), labels[i:i + batch_size]
+        part = contiguous_part(len(test), shard)
+        for i in range(0, len(part), batch_size):
+            idx = torch.as_tensor(part[i:i + batch_size], device=device)
+            yield self._normalize(center_crop(test[idx], self.data.crop)), labels[idx]
 
     def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), target, reduction="none")
@@ -181,6 +184,10 @@ class Accuracy:
         n = len(self.total)
         self.total += torch.bincount(target, minlength=n)
         self.correct += torch.bincount(target[pred == target], minlength=n)
+
+    def merge(self, other: "Accuracy") -> None:
+        self.correct += other.correct
+        self.total += other.total
 
     def compute(self) -> dict[str, float]:
         return {"accuracy": float(self.correct.sum()) / max(1, int(self.total.sum()))}

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import SegConfig
-from .core.adapter import Pool, batch_slices, shuffled_batches
+from .core.adapter import Pool, batch_slices, contiguous_part
 from .core.runtime import displayed_image_size
 from .data import (SEG_DATASETS, ClassTable, SegItem, SegmentationDataset, build_eval_transform,
                    build_train_transform, folder_table, read_mask, reseed_transform, resized_uint8, seed_worker)
@@ -101,13 +101,11 @@ class SegmentationAdapter:
                           worker_init_fn=seed_worker if workers else None, pin_memory=device.type == "cuda",
                           generator=torch.Generator().manual_seed(seed))
 
-    def train_batches(self, indices: np.ndarray, batch_size: int, generator: torch.Generator,
+    def train_batches(self, batches: Sequence[np.ndarray], generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         reseed_transform(self._train_tf, seed)  # the main-process stream (num_workers 0)
-        # merged trailing batch of 1: smp DeepLab's ASPP pooling BatchNorm fails on one image
-        batches = shuffled_batches(np.asarray(indices), batch_size, generator)
-        for x, y, _ in self._loader(self._train_set, batches, device, seed):
+        for x, y, _ in self._loader(self._train_set, list(batches), device, seed):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def pool_batches(self, indices: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -124,8 +122,9 @@ class SegmentationAdapter:
     def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
         return {}  # pixel-class balance would need every mask decoded; not tracked
 
-    def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = np.arange(len(self.test_items))
+    def test_batches(self, batch_size: int, device: torch.device,
+                     shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = contiguous_part(len(self.test_items), shard)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         for x, y, _ in self._loader(self._test_set, batches, device):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)

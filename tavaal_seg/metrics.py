@@ -33,6 +33,11 @@ class ConfusionMatrixIoU:
         codes = target[valid] * n + pred[valid].long()
         self.matrix += torch.bincount(codes, minlength=n * n).reshape(n, n).cpu()
 
+    def merge(self, other: "ConfusionMatrixIoU") -> None:
+        if other.matrix.shape != self.matrix.shape:
+            raise ValueError(f"cannot merge a {other.num_classes}-class confusion matrix into a {self.num_classes}-class one")
+        self.matrix += other.matrix
+
     def iou(self) -> np.ndarray:
         m = self.matrix.double().numpy()
         inter = np.diag(m)

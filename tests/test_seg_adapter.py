@@ -8,6 +8,7 @@ import torch
 from tavaal_seg import adapter as adapter_module
 from tavaal_seg.adapter import SegmentationAdapter
 from tavaal_seg.config import SegConfig
+from tavaal_seg.core.adapter import shuffled_batches
 from tavaal_seg.core.config import ConfigError, load_config
 from tavaal_seg.core.runtime import Precision
 from tavaal_seg.data import write_street_scenes
@@ -81,16 +82,21 @@ def test_pool_ids_paths_and_batches(adapter, streets):
     pool = adapter.pool()
     assert len(pool) == 8 and all((streets / p).is_file() for p in pool.paths)
     assert all(not p.startswith("/") for p in pool.paths)
-    batches = list(adapter.train_batches(np.arange(5), 2, torch.Generator().manual_seed(0), torch.device("cpu")))
-    assert [x.shape[0] for x, _ in batches] == [2, 3]  # a trailing batch of one is merged
+    order = shuffled_batches(np.arange(5), 2, torch.Generator().manual_seed(0))
+    assert [len(b) for b in order] == [2, 3]  # a trailing batch of one is merged
+    batches = list(adapter.train_batches(order, torch.Generator().manual_seed(0), torch.device("cpu")))
+    assert [x.shape[0] for x, _ in batches] == [2, 3]
     x, y = batches[0]
     assert x.shape[1:] == (3, 64, 96) and x.dtype == torch.float32 and y.dtype == torch.int64
-    again = list(adapter.train_batches(np.arange(5), 2, torch.Generator().manual_seed(0), torch.device("cpu")))
+    again = list(adapter.train_batches(order, torch.Generator().manual_seed(0), torch.device("cpu")))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
     pool_x = list(adapter.pool_batches(np.array([3, 1, 2]), 2, torch.device("cpu")))
     assert [p.shape for p in pool_x] == [(3, 3, 64, 128)]
     tests = list(adapter.test_batches(3, torch.device("cpu")))
     assert [t[0].shape[0] for t in tests] == [3, 1]
+    halves = [list(adapter.test_batches(3, torch.device("cpu"), (k, 2))) for k in range(2)]
+    assert [[t[0].shape[0] for t in h] for h in halves] == [[2], [2]]  # contiguous parts of the 4 test images
+    assert torch.equal(torch.cat([t[1] for h in halves for t in h]), torch.cat([t[1] for t in tests]))
 
 
 def test_vae_images_are_decoded_once_per_size(streets, monkeypatch):
@@ -110,7 +116,7 @@ def test_amp_bf16_forward_backward_on_cpu(adapter):
     model = adapter.build_model()
     assert list(model.tap_channels) == [f.shape[1] for f in model(torch.zeros(2, 3, 64, 64))[1]]
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x, y = next(iter(adapter.train_batches(np.arange(4), 4, torch.Generator().manual_seed(1), torch.device("cpu"))))
+    x, y = next(iter(adapter.train_batches([np.arange(4)], torch.Generator().manual_seed(1), torch.device("cpu"))))
     with precision.autocast():
         logits, feats = model(x)
         loss = adapter.per_sample_loss(logits, y)

@@ -47,7 +47,7 @@ def test_adversarial_strategies_pick_the_lowest_discriminator_output(name, monke
     fixed = torch.linspace(5.0, -5.0, len(ctx.candidates)) * torch.tensor([1.0, -1.0]).repeat(len(ctx.candidates) // 2)
     seen = {}
 
-    def fake_logits(vae, disc, images, r, batch_size, precision):
+    def fake_logits(vae, disc, images, r, batch_size, precision, dist=None):
         seen["conditioned"] = r is not None
         assert len(images) == len(ctx.candidates)
         return fixed

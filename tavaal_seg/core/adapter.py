@@ -46,6 +46,9 @@ class TappedModel(Protocol):
 class Metric(Protocol):
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None: ...
 
+    def merge(self, other: "Metric") -> None:
+        """Add another metric's counts (the same metric over other test images, e.g. another rank's)."""
+
     def compute(self) -> dict[str, float]: ...
 
 
@@ -59,15 +62,18 @@ class TaskAdapter(Protocol):
 
     def build_model(self) -> nn.Module: ...
 
-    def train_batches(self, indices: np.ndarray, batch_size: int, generator: torch.Generator,
+    def train_batches(self, batches: Sequence[np.ndarray], generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Augmented training batches of pool items ``indices``, in an order drawn from ``generator``."""
+        """Augmented training batches of the given pool items, in the given order (the core
+        shuffles and shards); augmentation draws its randomness from ``generator``."""
 
     def pool_batches(self, indices: np.ndarray, batch_size: int,
                      device: torch.device) -> Iterator[torch.Tensor]:
         """Pool images in order with the test-time transform (no labels needed)."""
 
-    def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def test_batches(self, batch_size: int, device: torch.device,
+                     shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Test images with targets; ``shard = (k, n)``: only the k-th of n contiguous parts."""
 
     def labeled_pool_batches(self, indices: np.ndarray, batch_size: int,
                              device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -100,16 +106,24 @@ class TaskAdapter(Protocol):
         ``source`` for a value the task cannot use (or a task whose labels are files)."""
 
 
-def batch_slices(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Split an index order into batches; a trailing batch of one sample joins the previous
-    batch (a single sample can form no ranking pair and breaks batch-norm statistics)."""
+def batch_slices(order: np.ndarray, batch_size: int, min_size: int = 2) -> list[np.ndarray]:
+    """Split an index order into batches; a trailing batch smaller than ``min_size`` joins the
+    previous batch (a single sample can form no ranking pair and breaks batch-norm statistics;
+    under DDP every rank needs two samples of each global batch, so ``min_size`` = 2 x ranks)."""
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    if len(batches) > 1 and len(batches[-1]) < min_size:
         batches[-2] = np.concatenate([batches[-2], batches[-1]])
         batches.pop()
     return batches
 
 
-def shuffled_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
+def shuffled_batches(indices: np.ndarray, batch_size: int, generator: torch.Generator,
+                     min_size: int = 2) -> list[np.ndarray]:
     order = np.asarray(indices)[torch.randperm(len(indices), generator=generator).numpy()]
-    return batch_slices(order, batch_size)
+    return batch_slices(order, batch_size, min_size)
+
+
+def contiguous_part(n: int, shard: tuple[int, int]) -> np.ndarray:
+    """Positions 0..n-1 of the ``shard = (k, parts)``-th contiguous part."""
+    k, parts = shard
+    return np.array_split(np.arange(n), parts)[k]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import typing
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import BaseConfig, ConfigError, load_config
+from .distributed import Distributed, init_distributed
 from .labels import LabelsNeeded
 from .lock import RunDirLocked
 from .loop import ActiveLearningRun, RunDirError
-from .runtime import LOG, setup_logging
+from .runtime import LOG, resolve_device, setup_logging
 
 # 3: human mode waits for labels (not an error: label, then --resume); 75: sysexits' EX_TEMPFAIL
 EXIT_OK, EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_RUN_DIR_BUSY, EXIT_INTERRUPTED = 0, 2, 3, 75, 130
@@ -97,15 +99,21 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
     parser = build_parser(prog, description, config_cls, default_config)
     args = parser.parse_args(argv)
     setup_logging()
+    dist = Distributed()
     try:
         cfg = resolve(args, config_cls)
         if cfg.data.root is None:
             raise ConfigError("no data root: pass --data-root DIR, set data.root in the config or $TAVAAL_DATA_ROOT")
         run_dir = Path(cfg.run_dir)
-        adapter = make_adapter(cfg, Path(cfg.data.root))
+        # under torchrun: join the group; ranks other than 0 log warnings and errors only
+        dist = init_distributed(resolve_device(cfg.device), cfg.distributed.timeout_s)
+        if not dist.is_main:
+            setup_logging(level=logging.WARNING, prefix=f"[rank {dist.rank}] ")
+        adapter = dist.main_first(lambda: make_adapter(cfg, Path(cfg.data.root)))
         run = ActiveLearningRun(cfg, adapter, run_dir, resume=args.resume, force=args.force,
-                                label_files=args.label_files)
-        setup_logging(run_dir)
+                                label_files=args.label_files, dist=dist)
+        if dist.is_main:
+            setup_logging(run_dir)
         state = run.run()
     except LabelsNeeded as wait:
         print(f"{prog}: waiting for labels: {wait}", file=sys.stderr)
@@ -120,5 +128,7 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
         print(f"{prog}: interrupted; continue with --resume --run-dir {getattr(args, 'run_dir', None) or ''}".rstrip(),
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        dist.close()
     LOG.info("done: %d labeled images; outputs in %s", len(state.labeled), run_dir)
     return EXIT_OK

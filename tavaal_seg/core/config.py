@@ -104,6 +104,12 @@ class ExportConfig:
 
 
 @dataclass
+class DistributedConfig:
+    timeout_s: float = 1800.0         # a collective waiting this long for a dead or stuck rank fails the run
+    sync_bn: bool = False             # CUDA only: batch-norm statistics over the global batch (SyncBatchNorm)
+
+
+@dataclass
 class BaseConfig:
     seed: int = 0
     device: str = "auto"
@@ -116,6 +122,7 @@ class BaseConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 C = TypeVar("C")
@@ -302,6 +309,10 @@ def validate_core(cfg: BaseConfig) -> None:
     require(v.iterations is None or v.iterations >= 0, "vae.iterations", "null or >= 0", v.iterations)
     require(v.vae_steps >= 1 and v.disc_steps >= 1, "vae.vae_steps/disc_steps", "at least 1", (v.vae_steps, v.disc_steps))
     require(v.rank_transform in RANK_TRANSFORMS, "vae.rank_transform", one_of(RANK_TRANSFORMS), v.rank_transform)
+    require(cfg.distributed.timeout_s > 0, "distributed.timeout_s", "a positive number of seconds",
+            cfg.distributed.timeout_s)
+    require(not cfg.distributed.sync_bn or cfg.device != "cpu", "distributed.sync_bn",
+            "false with device cpu (SyncBatchNorm runs on CUDA only)", cfg.distributed.sync_bn)
     require(cfg.labels.mode in LABEL_MODES, "labels.mode", " or ".join(LABEL_MODES), cfg.labels.mode)
     try:
         check_export_options(cfg.export.formats, cfg.export.uri_prefix)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 
 from .adapter import TaskAdapter
 from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
+from .distributed import Distributed
 from .export import ExportContext, export_selection
 from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, write_labels_csv
 from .lock import RunDirLock
@@ -31,7 +32,7 @@ from .training import evaluate, prepare_model, train_task_model, true_losses
 # Keys that may change between a run and its resume without changing what it computes.
 # The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
 RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_last", "logging", "eval.batch_size",
-                    "export", "labels.exclude_list")
+                    "export", "labels.exclude_list", "distributed.timeout_s")
 LABELS_FILE, NEEDED_FILE = "labels.csv", "labels_needed.csv"
 
 class RunDirError(RuntimeError):
@@ -58,13 +59,16 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return lines
 
 class ActiveLearningRun:
-    """One run of the cycle for a task adapter, persisted in ``run_dir``."""
+    """One run of the cycle for a task adapter, persisted in ``run_dir``.
+
+    Under torchrun every rank builds one of these with its ``dist`` handle; all of them train
+    and score, and rank 0 alone owns the run directory (see ``core.distributed``)."""
 
     def __init__(self, cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False,
-                 force: bool = False, label_files: Sequence[Path] = ()) -> None:
-        self.cfg, self.adapter, self.run_dir = cfg, adapter, Path(run_dir)
+                 force: bool = False, label_files: Sequence[Path] = (), dist: Distributed = Distributed()) -> None:
+        self.cfg, self.adapter, self.run_dir, self.dist = cfg, adapter, Path(run_dir), dist
         self.strategy = get_strategy(cfg.active.strategy)
-        self.device = resolve_device(cfg.device)
+        self.device = dist.local_device(resolve_device(cfg.device))
         self.precision = Precision(self.device, cfg.train.amp, force_cpu_bf16=cfg.train.amp_on_cpu)
         self.state_path = self.run_dir / "state.json"
         self.pool = adapter.pool()
@@ -77,19 +81,26 @@ class ActiveLearningRun:
         self._check_budget()
         self._writer: Any = None
         self._lock = RunDirLock(self.run_dir)
-        if self.state_path.exists() and not resume:  # refuse before taking a lock we do not need
-            raise RunDirError(f"{self.run_dir} already holds a run (state.json); pass --resume to continue it "
-                              "or choose another --run-dir")
-        self._lock.acquire()
-        try:
-            swept = sweep_temp_files(self.run_dir)
-            if swept:
-                LOG.info("removed %d temp files of writes interrupted earlier", len(swept))
-            self.state = self._open_state(resume, force)
-            self._take_labels(label_files)
-        except BaseException:
-            self._lock.release()
-            raise
+
+        def open_run() -> tuple[RunState, dict[str, str]]:
+            if self.state_path.exists() and not resume:  # refuse before taking a lock we do not need
+                raise RunDirError(f"{self.run_dir} already holds a run (state.json); pass --resume to continue it "
+                                  "or choose another --run-dir")
+            self._lock.acquire()
+            try:
+                swept = sweep_temp_files(self.run_dir)
+                if swept:
+                    LOG.info("removed %d temp files of writes interrupted earlier", len(swept))
+                self.state = self._open_state(resume, force)
+                return self.state, self._take_labels(label_files)
+            except BaseException:
+                self._lock.release()
+                raise
+
+        # rank 0 owns the run directory; the other ranks get its state and the labels it imported
+        self.state, labels = dist.on_main(open_run)
+        if not dist.is_main and labels:
+            self.adapter.assign_labels({self.index_of[i]: v for i, v in labels.items()}, "labels imported by rank 0")
 
     # ------------------------------------------------------------------ inputs
 
@@ -145,9 +156,9 @@ class ActiveLearningRun:
         atomic_write_text(config_path, dump_yaml(self.cfg))
         return state
 
-    def _take_labels(self, label_files: Sequence[Path]) -> None:
+    def _take_labels(self, label_files: Sequence[Path]) -> dict[str, str]:
         """Human mode: labels stored by earlier imports, then the new ``--labels`` files,
-        validated against the selections before anything is written."""
+        validated against the selections before anything is written. Returns every label taken."""
         human = self.cfg.labels.mode == "human"
         if label_files and not human:
             raise ConfigError("--labels imports labels in labels.mode human; this run is labels.mode "
@@ -176,11 +187,12 @@ class ActiveLearningRun:
             write_labels_csv(stored_path, merged)
             LOG.info("imported labels from %s: %d images labeled in %s", ", ".join(map(str, label_files)),
                      len(merged), stored_path)
+        return merged
 
     # ------------------------------------------------------------------ logging
 
     def log_scalar(self, tag: str, value: float, step: int) -> None:
-        if not self.cfg.logging.tensorboard:
+        if not self.cfg.logging.tensorboard or not self.dist.is_main:
             return
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -209,13 +221,21 @@ class ActiveLearningRun:
                              *[f"{rec.timings[k]:.3f}" if k in rec.timings else "" for k in timing_keys]])
         atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
 
-    def _commit(self) -> None:
-        self.state.save(self.state_path)
-        self._write_metrics_csv()
+    def _commit(self, write_first: Callable[[], None] | None = None) -> None:
+        """Persist the state (rank 0, after ``write_first``) and give every rank rank 0's copy."""
+        def write() -> RunState:
+            if write_first is not None:
+                write_first()
+            self.state.save(self.state_path)
+            self._write_metrics_csv()
+            return self.state
+
+        self.state = self.dist.on_main(write)
 
     # ------------------------------------------------------------------ steps
 
     def _record_selection(self, cycle: int, strategy: str, selection: Selection) -> SelectionRecord:
+        selection = self.dist.broadcast(selection)  # rank 0 decides; every rank goes on with its choice
         record = SelectionRecord(cycle, strategy, [
             SelectedItem(rank + 1, self.pool.ids[i], self.pool.paths[i], float(s))
             for rank, (i, s) in enumerate(zip(selection.indices.tolist(), selection.scores.tolist()))
@@ -223,9 +243,12 @@ class ActiveLearningRun:
         self.state.add_selection(record)
         # the exports first, then the state: a kill in between redoes the (deterministic) step
         ctx = ExportContext(Path(self.adapter.data_root), self.cfg.export.uri_prefix, tuple(self.state.class_names))
-        for fmt in self.cfg.export.formats:
-            export_selection(record, self.run_dir / "selections", fmt, ctx)
-        self._commit()
+
+        def export() -> None:
+            for fmt in self.cfg.export.formats:
+                export_selection(record, self.run_dir / "selections", fmt, ctx)
+
+        self._commit(write_first=export)
         return record
 
     def _initial_selection(self) -> None:
@@ -256,14 +279,15 @@ class ActiveLearningRun:
 
     def _require_labels(self, cycle: int, labeled: np.ndarray) -> None:
         """Oracle mode: a no-op check. Human mode: stop until every selected image has its label."""
-        missing = self.adapter.missing_labels(labeled)
+        # every rank checks its own view of the labels; rank 0's answer decides for all
+        missing = self.dist.broadcast(self.adapter.missing_labels(labeled))
         needed_path = self.run_dir / NEEDED_FILE
         if not missing:
-            needed_path.unlink(missing_ok=True)
+            self.dist.on_main(lambda: needed_path.unlink(missing_ok=True))
             return
         ids = [self.pool.ids[i] for i in missing]
-        atomic_write_text(needed_path, needed_csv(
-            (self.pool.ids[i], self.pool.paths[i], self.adapter.label_path(i)) for i in missing))
+        self.dist.on_main(lambda: atomic_write_text(needed_path, needed_csv(
+            (self.pool.ids[i], self.pool.paths[i], self.adapter.label_path(i)) for i in missing)))
         last = max(s.cycle for s in self.state.selections)
         raise LabelsNeeded(
             f"cycle {cycle} needs labels for {len(missing)} of {len(labeled)} selected images before it can train "
@@ -286,7 +310,8 @@ class ActiveLearningRun:
     def _train_and_evaluate(self, cycle: int, labeled: np.ndarray) -> tuple[torch.nn.Module, LossRanker | None]:
         gen = seed_everything(derive_seed(self.cfg.seed, cycle, "train"))
         model, ranker = self._build()
-        LOG.info("cycle %d: training on %d labeled images (%s, %s)", cycle, len(labeled), self.device, self.precision.name)
+        LOG.info("cycle %d: training on %d labeled images (%s, %s%s)", cycle, len(labeled), self.device,
+                 self.precision.name, f", {self.dist.world_size} processes" if self.dist.enabled else "")
         epochs = self.cfg.train.epochs
 
         def on_epoch(epoch: int, task_loss: float, rank_loss: float) -> None:
@@ -295,11 +320,13 @@ class ActiveLearningRun:
             if ranker is not None:
                 self.log_scalar("train/rank_loss", rank_loss, step)
 
-        trained = train_task_model(model, ranker, self.adapter, labeled, self.cfg, self.precision, self.device, gen, on_epoch)
-        atomic_torch_save({"model": model.state_dict(), "ranker": None if ranker is None else ranker.state_dict()},
-                          self._checkpoint_path(cycle))
+        trained = train_task_model(model, ranker, self.adapter, labeled, self.cfg, self.precision, self.device, gen,
+                                   on_epoch, self.dist)
+        self.dist.on_main(lambda: atomic_torch_save(
+            {"model": model.state_dict(), "ranker": None if ranker is None else ranker.state_dict()},
+            self._checkpoint_path(cycle)))
         start = time.perf_counter()
-        metrics = evaluate(model, self.adapter, self.cfg, self.precision, self.device)
+        metrics = evaluate(model, self.adapter, self.cfg, self.precision, self.device, self.dist)
         metrics.update(self.adapter.labeled_stats(labeled))
         eval_s = time.perf_counter() - start
         LOG.info("cycle %d: %d labeled -> %s %.4f", cycle, len(labeled), self.adapter.metric_name,
@@ -314,10 +341,17 @@ class ActiveLearningRun:
 
     def _load_trained(self, cycle: int) -> tuple[torch.nn.Module, LossRanker | None]:
         model, ranker = self._build()
-        ckpt = torch.load(self._checkpoint_path(cycle), map_location=self.device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        if ranker is not None:
-            ranker.load_state_dict(ckpt["ranker"])
+
+        def load() -> None:  # rank 0 reads the checkpoint; the others need no shared file system
+            ckpt = torch.load(self._checkpoint_path(cycle), map_location=self.device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            if ranker is not None:
+                ranker.load_state_dict(ckpt["ranker"])
+
+        self.dist.on_main(load)
+        for module in (model, ranker):
+            if module is not None:
+                self.dist.sync_module(module)
         return model, ranker
 
     def _select(self, cycle: int, model: torch.nn.Module, ranker: LossRanker | None, labeled: np.ndarray) -> None:
@@ -330,7 +364,8 @@ class ActiveLearningRun:
         ctx = SelectionContext(
             cfg=self.cfg, adapter=self.adapter, model=model, ranker=ranker, labeled=labeled, candidates=subset,
             budget=a.budget, precision=self.precision, device=self.device, generator=gen,
-            log_scalar=lambda tag, value, step: self.log_scalar(f"cycle_{cycle:02d}/{tag}", value, step))
+            log_scalar=lambda tag, value, step: self.log_scalar(f"cycle_{cycle:02d}/{tag}", value, step),
+            dist=self.dist)
         start = time.perf_counter()
         selection = self.strategy.select(ctx)
         seconds = time.perf_counter() - start
@@ -346,7 +381,9 @@ class ActiveLearningRun:
 
     def _write_candidates(self, cycle: int, model: torch.nn.Module, subset: np.ndarray, selection: Selection) -> None:
         """``image_id,score,true_loss,selected`` for every scored candidate (the paper's Fig. 8)."""
-        losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device)
+        losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device, self.dist)
+        if not self.dist.is_main:
+            return
         chosen = set(selection.indices.tolist())
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -377,11 +414,12 @@ class ActiveLearningRun:
                     model, ranker = self._load_trained(cycle)
                 if wants_selection:
                     self._select(cycle, model, ranker, labeled)
-                self._prune_checkpoints(cycle)
+                self.dist.on_main(lambda: self._prune_checkpoints(cycle))  # noqa: B023 - called at once
             return self.state
         finally:
             self.close()
 
 def run_active_learning(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False,
-                        force: bool = False, label_files: Sequence[Path] = ()) -> RunState:
-    return ActiveLearningRun(cfg, adapter, run_dir, resume, force, label_files).run()
+                        force: bool = False, label_files: Sequence[Path] = (),
+                        dist: Distributed = Distributed()) -> RunState:
+    return ActiveLearningRun(cfg, adapter, run_dir, resume, force, label_files, dist).run()

@@ -144,14 +144,15 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when a run dir is given, to ``run_dir/run.log``."""
+def setup_logging(run_dir: Path | None = None, level: int = logging.INFO, prefix: str = "") -> None:
+    """Log to stderr and, when a run dir is given, to ``run_dir/run.log``; ``prefix`` starts
+    every line (``[rank 1]`` for the processes of a distributed run other than rank 0)."""
     LOG.setLevel(level)
     LOG.propagate = False
     for handler in list(LOG.handlers):
         LOG.removeHandler(handler)
         handler.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    fmt = logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s".replace("  ", " "), "%H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
     LOG.addHandler(stream)
@@ -162,8 +163,12 @@ def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> Non
         LOG.addHandler(file_handler)
 
 
-def progress(iterable: Iterable[T], desc: str, total: int | None = None, log_every: int = 50) -> Iterator[T]:
-    """tqdm bars on a terminal; plain periodic log lines otherwise (CI logs, nohup, files)."""
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, log_every: int | None = 50) -> Iterator[T]:
+    """tqdm bars on a terminal; plain periodic log lines otherwise (CI logs, nohup, files);
+    nothing at all with ``log_every=None`` (the ranks other than 0 of a distributed run)."""
+    if log_every is None:
+        yield from iterable
+        return
     if sys.stderr.isatty():
         from tqdm import tqdm
 

@@ -11,6 +11,7 @@ import torch
 
 from .adapter import TaskAdapter
 from .config import BaseConfig
+from .distributed import Distributed
 from .ranker import LossRanker
 from .runtime import Precision
 from .training import PassOutputs, discriminator_logits, model_pass, train_vae, transform_rank
@@ -58,9 +59,11 @@ class SelectionContext:
     device: torch.device
     generator: torch.Generator
     log_scalar: Callable[[str, float, int], None]
+    dist: Distributed = Distributed()  # passes are sharded over ranks; every rank gets every output
 
     def pass_over(self, indices: np.ndarray, want: frozenset[str]) -> PassOutputs:
-        return model_pass(self.model, self.ranker, self.adapter, indices, want, self.cfg, self.precision, self.device)
+        return model_pass(self.model, self.ranker, self.adapter, indices, want, self.cfg, self.precision, self.device,
+                          self.dist)
 
 
 @dataclass
@@ -145,8 +148,9 @@ def _adversarial(ctx: SelectionContext, conditioned: bool) -> Selection:
         ctx.log_scalar("vae/vae_loss", vae_loss, it)
         ctx.log_scalar("vae/discriminator_loss", disc_loss, it)
 
-    game = train_vae(images_l, images_u, r_l, r_u, cfg, ctx.precision, ctx.device, ctx.generator, log)
-    logits = discriminator_logits(game.vae, game.discriminator, images_u, r_u, cfg.eval.batch_size, ctx.precision)
+    game = train_vae(images_l, images_u, r_l, r_u, cfg, ctx.precision, ctx.device, ctx.generator, log, ctx.dist)
+    logits = discriminator_logits(game.vae, game.discriminator, images_u, r_u, cfg.eval.batch_size, ctx.precision,
+                                  ctx.dist)
     items, scores = top_k(logits, ctx.candidates, ctx.budget, largest=False)
     return Selection(items, 1.0 / (1.0 + np.exp(-scores)), torch.sigmoid(logits.double()).cpu().numpy())
 
