@@ -1,8 +1,12 @@
 """Run tools/al_cls.py in this process and SIGKILL it at the Nth call of one function.
 
-Used by tests/test_run_safety.py: ``python tests/kill_driver.py POINT N -- AL_CLS_ARGS...``.
+Used by tests/test_run_safety.py and tests/test_distributed.py:
+``python tests/kill_driver.py POINT N -- AL_CLS_ARGS...`` (POINT ``none``: never die).
 A real SIGKILL (no cleanup handlers, no finally blocks) is what an OOM killer or a pulled
 plug does; the test then resumes the run and compares it with an uninterrupted one.
+
+Under torchrun: ``KILL_RANK=k`` makes only rank k die; ``WRITE_TRACE=PREFIX`` appends the
+path of every atomic write this process makes to ``PREFIX.rank<RANK>``.
 """
 import os
 import signal
@@ -41,9 +45,23 @@ POINTS = {
                     lambda src, dst, *a, **k: str(dst).endswith("state.json")),
 }
 
+def traced(fn, log_path):
+    def wrapper(path, data):
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"{path}\n")
+        return fn(path, data)
+
+    return wrapper
+
+
 if __name__ == "__main__":
     point, n, sep, *argv = sys.argv[1:]
     assert sep == "--"
-    module, attr, only = POINTS[point]
-    setattr(module, attr, dies_on_call(getattr(module, attr), int(n), only or (lambda *a, **k: True)))
+    rank = os.environ.get("RANK", "0")
+    if point != "none" and os.environ.get("KILL_RANK", rank) == rank:
+        module, attr, only = POINTS[point]
+        setattr(module, attr, dies_on_call(getattr(module, attr), int(n), only or (lambda *a, **k: True)))
+    if os.environ.get("WRITE_TRACE"):
+        runtime = tavaal_seg.core.runtime  # atomic_write_text and atomic_torch_save go through it
+        runtime.atomic_write_bytes = traced(runtime.atomic_write_bytes, f"{os.environ['WRITE_TRACE']}.rank{rank}")
     sys.exit(main(argv))

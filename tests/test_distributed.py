@@ -1,0 +1,201 @@
+"""torchrun on CPU (gloo, 2 processes): sharded scoring equals one process, a run completes
+with rank 0 alone writing, a killed rank ends the run, and --resume continues it with the
+same or another number of processes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tavaal_seg.core.adapter import batch_slices
+from tavaal_seg.core.distributed import Distributed, launched_world
+
+REPO = Path(__file__).resolve().parents[1]
+KILL_DRIVER = REPO / "tests" / "kill_driver.py"
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                           "MASTER_PORT", "KILL_RANK", "WRITE_TRACE")}
+    env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", **extra)
+    return env
+
+
+def _torchrun(nproc: int, script: Path, *args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(script), *args]
+    return subprocess.run(cmd, cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- sharding, in one process
+
+@pytest.mark.parametrize("n,batch,world", [(61, 7, 2), (10, 4, 3), (3, 8, 2), (0, 4, 2), (9, 2, 4)])
+def test_shards_are_whole_batches_that_concatenate_to_the_input(n, batch, world):
+    indices = np.random.default_rng(n).permutation(100)[:n]
+    shards = [Distributed(r, world).shard_batches(indices, batch) for r in range(world)]
+    assert np.concatenate(shards).tolist() == indices.tolist()
+    single = [b.tolist() for b in batch_slices(indices, batch)]
+    per_rank = [b.tolist() for s in shards for b in batch_slices(s, batch)]
+    assert per_rank == single  # every image meets the batch it meets in one process
+
+
+def test_split_batch_gives_every_item_to_exactly_one_rank():
+    batch = torch.arange(11)
+    parts = [Distributed(r, 3).split_batch(batch) for r in range(3)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(11)) and [len(p) for p in parts] == [4, 4, 3]
+
+
+def test_launcher_environment_is_read_and_checked(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert launched_world() == (0, 1, 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2 WORLD_SIZE=2"):
+        launched_world()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match="RANK='x'"):
+        launched_world()
+
+
+# ---------------------------------------------------------------- sharded scoring under torchrun
+
+def test_sharded_scoring_returns_exactly_the_single_process_scores(tmp_path):
+    worker = REPO / "tests" / "dist_worker.py"
+    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one.pt")], cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two = _torchrun(2, worker, str(tmp_path / "two.pt"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, both = (torch.load(tmp_path / f, weights_only=False) for f in ("one.pt", "two.pt"))
+    assert len(both["ids"]) == 61 and both["ids"].tolist() == one["ids"].tolist()
+    for key in ("rank", "uncertainty", "embedding", "disc"):  # (id, score) pairs, bit for bit
+        assert both[key].shape[0] == 61 and torch.equal(both[key], one[key]), key
+    assert np.array_equal(both["true_loss"], one["true_loss"])
+    assert both["metrics"] == one["metrics"]  # merged per-rank counts
+    ranks = [torch.load(tmp_path / f"two.pt.rank{r}", weights_only=False) for r in range(2)]
+    assert ranks[0]["world"] == 2 and ranks[0]["checksum"] == ranks[1]["checksum"]  # one VAE game, two replicas
+
+
+# ---------------------------------------------------------------- whole runs under torchrun
+
+@pytest.fixture(scope="module")
+def folder_root(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 4)):
+        for label in range(4):
+            for k in range(n):
+                img = np.clip(40 + 60 * label + rng.integers(0, 50, (32, 32, 3)), 0, 255).astype(np.uint8)
+                path = root / split / f"class{label}" / f"{k:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(path)
+    return root
+
+
+def _args(root: Path, run: Path, *extra: str) -> list[str]:
+    return ["--config", str(REPO / "configs" / "cifar10.yaml"), "--data-root", str(root), "--run-dir", str(run),
+            "--strategy", "tavaal", "--cycles", "3", "--initial", "12", "--budget", "8", "--subset", "30",
+            "--epochs", "2", "--device", "cpu", "--set", "data.name=image_folder", "--set", "model.width=0.0625",
+            "--set", "train.batch_size=8", "--set", "vae.iterations=4", "--set", "vae.batch_size=8",
+            "--set", "vae.z_dim=8", "--set", "vae.width=0.03125", "--set", "export.formats=[csv, jsonl]",
+            "--set", "distributed.timeout_s=60", *extra]
+
+
+def _outcome(run: Path) -> dict:
+    state = json.loads((run / "state.json").read_text())
+    return {"selections": state["selections"], "metrics": [c["metrics"] for c in state["cycles"]],
+            "exports": {p.name: p.read_text() for p in sorted((run / "selections").iterdir())}}
+
+
+def _driver(nproc: int, point: str, n: int, args: list[str], **env: str) -> subprocess.CompletedProcess:
+    return _torchrun(nproc, KILL_DRIVER, point, str(n), "--", *args, **env)
+
+
+@pytest.fixture(scope="module")
+def straight(folder_root, tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("straight")
+    done = _driver(2, "none", 0, _args(folder_root, base / "run"), WRITE_TRACE=str(base / "writes"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return base / "run", base / "writes"
+
+
+def test_two_process_run_completes_and_only_rank_0_writes(straight):
+    run, trace = straight
+    outcome = _outcome(run)
+    assert [len(s["items"]) for s in outcome["selections"]] == [12, 8, 8]
+    assert len(outcome["metrics"]) == 3 and all(0 <= m["accuracy"] <= 1 for m in outcome["metrics"])
+    written = Path(f"{trace}.rank0").read_text().splitlines()
+    assert not Path(f"{trace}.rank1").exists()  # rank 1 wrote nothing at all
+    names = [Path(p).relative_to(run).as_posix() for p in written]
+    for once in ["selections/cycle_00.csv", "selections/cycle_01.jsonl", "selections/cycle_02.csv",
+                 "checkpoints/cycle_03.pt"]:
+        assert names.count(once) == 1, (once, names)
+    assert names.count("state.json") == 6  # 3 selections + 3 trained cycles, each one commit
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1  # one TensorBoard writer
+    log = (run / "run.log").read_text()
+    assert log.count("tavaal selected 8 of 30") == 2 and "2 processes" in log
+
+
+def test_two_process_runs_are_reproducible(straight, folder_root, tmp_path):
+    again = _driver(2, "none", 0, _args(folder_root, tmp_path / "run"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _outcome(tmp_path / "run") == _outcome(straight[0])
+
+
+def test_killing_one_rank_ends_the_run_and_resume_continues_it(straight, folder_root, tmp_path):
+    run = tmp_path / "run"
+    start = time.monotonic()
+    # rank 1 dies in cycle 1's VAE game; torchrun must end rank 0 too (no hang)
+    killed = _driver(2, "vae", 3, _args(folder_root, run), KILL_RANK="1")
+    assert killed.returncode != 0 and time.monotonic() - start < 120
+    state = json.loads((run / "state.json").read_text())
+    assert [c["cycle"] for c in state["cycles"]] == [1] and [s["cycle"] for s in state["selections"]] == [0]
+    resumed = _driver(2, "none", 0, _args(folder_root, run, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _outcome(run) == _outcome(straight[0])  # as if nothing had happened
+    assert not list(run.rglob(".*.tmp"))
+
+
+def test_resume_with_another_number_of_processes(folder_root, tmp_path):
+    run = tmp_path / "run"
+    killed = _driver(2, "train", 5, _args(folder_root, run), KILL_RANK="0")  # rank 0 dies in cycle 2's training
+    assert killed.returncode != 0
+    state = json.loads((run / "state.json").read_text())
+    assert [c["cycle"] for c in state["cycles"]] == [1] and [s["cycle"] for s in state["selections"]] == [0, 1]
+    resumed = subprocess.run([sys.executable, str(KILL_DRIVER), "none", "0", "--", *_args(folder_root, run, "--resume")],
+                             cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    outcome = _outcome(run)
+    assert [len(s["items"]) for s in outcome["selections"]] == [12, 8, 8] and len(outcome["metrics"]) == 3
+    assert outcome["selections"][:2] == state["selections"]  # what was decided stays decided
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_without_torchrun_a_dead_peer_fails_the_survivor_instead_of_hanging(folder_root, tmp_path):
+    """Launchers that do not watch their workers (plain srun, mpirun-style scripts): the
+    collective timeout (or the closed connection) must end rank 0."""
+    common = dict(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), KILL_RANK="1")
+    args = [sys.executable, str(KILL_DRIVER), "vae", "3", "--", *_args(folder_root, tmp_path / "run")]
+    procs = [subprocess.Popen(args, cwd=REPO, env=_env(RANK=str(r), LOCAL_RANK=str(r), **common),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    try:
+        codes = [p.wait(timeout=150) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes[1] == -9 and codes[0] != 0  # rank 1 was killed; rank 0 failed rather than waited forever
+    assert "Traceback" in procs[0].stderr.read()
