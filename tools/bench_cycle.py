@@ -4,6 +4,12 @@ scoring pass, VAE + discriminator training. Prints wall time, images/s and peak 
 
     python tools/bench_cycle.py --config configs/cifar10.yaml --data-root DIR --device cpu \
         --labeled 1000 --subset 2000 --epochs 1 --vae-iterations 10 [--set key=value ...]
+
+Under torchrun every phase runs the way a distributed run does (DDP training on shares of the
+global batch, sharded scoring gathered on every rank); rank 0 prints, and images/s counts the
+images of all ranks together:
+
+    torchrun --standalone --nproc_per_node 2 tools/bench_cycle.py ... --phases infer score
 """
 from __future__ import annotations
 
@@ -23,8 +29,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tavaal_seg.core.config import load_config  # noqa: E402
+from tavaal_seg.core.distributed import init_distributed  # noqa: E402
 from tavaal_seg.core.ranker import LossRanker  # noqa: E402
 from tavaal_seg.core.runtime import Precision, resolve_device, seed_everything  # noqa: E402
+from tavaal_seg.core.vae import ConditionalVAE, Discriminator  # noqa: E402
 from tavaal_seg.core.training import (discriminator_logits, model_pass, prepare_model, train_task_model,  # noqa: E402
                                       train_vae, transform_rank)
 
@@ -45,6 +53,10 @@ def _segmentation():
 
 # task -> (config class, adapter class), imported only when asked for
 TASKS = types.MappingProxyType({"cls": _classification, "seg": _segmentation})
+# train: task + ranker training; infer: plain inference; score: the tavaal r pass and VAE mu + D
+# scoring; vae: VAE + discriminator training (score without vae scores with an untrained VAE:
+# the same arithmetic, so the same throughput)
+PHASES = ("train", "infer", "score", "vae")
 
 
 def peak_rss_mb() -> float:
@@ -62,64 +74,92 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--vae-iterations", type=int, default=10)
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES),
+                   help="which phases to time (default: all)")
     args = p.parse_args()
     config_cls, adapter_cls = TASKS[args.task]()
     cfg = load_config(config_cls, args.config, [f"train.epochs={args.epochs}", f"device={args.device}",
                                                 f"vae.iterations={args.vae_iterations}", "logging.log_every=0",
                                                 *args.overrides])
-    device = resolve_device(cfg.device)
+    dist = init_distributed(resolve_device(cfg.device), cfg.distributed.timeout_s)
+    device = dist.local_device(resolve_device(cfg.device))
     precision = Precision(device, cfg.train.amp, cfg.train.amp_on_cpu)
     gen = seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    adapter = adapter_cls(cfg, Path(args.data_root))
+    adapter = dist.main_first(lambda: adapter_cls(cfg, Path(args.data_root)))
     pool = adapter.pool()
     load_s = time.perf_counter() - t0
     order = torch.randperm(len(pool), generator=gen).numpy()
     labeled, subset = np.sort(order[: args.labeled]), order[args.labeled: args.labeled + args.subset]
     model = prepare_model(adapter.build_model(), device, cfg)
     ranker = LossRanker(list(model.tap_channels), cfg.ranker.hidden).to(device)
+    dist.sync_module(model)
+    dist.sync_module(ranker)
     rows = []
 
-    def sync() -> None:
+    def timed(fn):  # wall time of fn on all ranks: from a common start to the last rank's end
         if device.type == "cuda":
             torch.cuda.synchronize()
+        dist.barrier()
+        t = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dist.barrier()
+        return out, time.perf_counter() - t
 
-    trained = train_task_model(model, ranker, adapter, labeled, cfg, precision, device, gen)
-    rows.append(("task+ranker training", trained.seconds, trained.images))
-    sync()
-    t = time.perf_counter()
-    model_pass(model, None, adapter, subset, frozenset(), cfg, precision, device)
-    sync()
-    plain = time.perf_counter() - t
-    rows.append(("plain inference (subset)", plain, len(subset)))
-    t = time.perf_counter()
+    if "train" in args.phases:
+        trained, seconds = timed(lambda: train_task_model(model, ranker, adapter, labeled, cfg, precision, device,
+                                                          gen, dist=dist))
+        rows.append(("task+ranker training", seconds, trained.images))
+    plain = None
+    if "infer" in args.phases:
+        _, plain = timed(lambda: model_pass(model, None, adapter, subset, frozenset(), cfg, precision, device,
+                                            dist=dist))
+        rows.append(("plain inference (subset)", plain, len(subset)))
     both = np.concatenate([labeled, subset])
-    r = transform_rank(model_pass(model, ranker, adapter, both, frozenset({"rank"}), cfg, precision, device).rank,
-                       cfg.vae.rank_transform).to(device)
-    images_l = adapter.vae_images(labeled, cfg.vae.size).to(device)
-    images_u = adapter.vae_images(subset, cfg.vae.size).to(device)
-    sync()
-    rank_pass = time.perf_counter() - t
-    rows.append(("tavaal pass: r for labeled+subset, VAE images", rank_pass, len(both)))
-    game = train_vae(images_l, images_u, r[: len(labeled)], r[len(labeled):], cfg, precision, device, gen)
-    rows.append((f"VAE+discriminator ({game.iterations} it, batch {cfg.vae.batch_size})", game.seconds,
-                 game.iterations * cfg.vae.batch_size * 2))
-    t = time.perf_counter()
-    discriminator_logits(game.vae, game.discriminator, images_u, r[len(labeled):], cfg.eval.batch_size, precision)
-    sync()
-    d_scoring = time.perf_counter() - t
-    rows.append(("tavaal scoring: VAE mu + D on subset", d_scoring, len(subset)))
+    if "score" in args.phases or "vae" in args.phases:
+        def rank_pass():
+            ranks = model_pass(model, ranker, adapter, both, frozenset({"rank"}), cfg, precision, device, dist=dist).rank
+            return (transform_rank(ranks, cfg.vae.rank_transform).to(device),
+                    adapter.vae_images(labeled, cfg.vae.size).to(device),
+                    adapter.vae_images(subset, cfg.vae.size).to(device))
+        (r, images_l, images_u), rank_s = timed(rank_pass)
+        if "score" in args.phases:
+            rows.append(("tavaal pass: r for labeled+subset, VAE images", rank_s, len(both)))
+    if "vae" in args.phases:
+        game, seconds = timed(lambda: train_vae(images_l, images_u, r[: len(labeled)], r[len(labeled):], cfg,
+                                                precision, device, gen, dist=dist))
+        rows.append((f"VAE+discriminator ({game.iterations} it, global batch {cfg.vae.batch_size})", seconds,
+                     game.iterations * cfg.vae.batch_size * 2))
+        vae, disc = game.vae, game.discriminator
+    else:
+        vae = ConditionalVAE(cfg.vae.size, cfg.vae.z_dim, 1, cfg.vae.width).to(device).eval()
+        disc = Discriminator(cfg.vae.z_dim, 1).to(device).eval()
+        dist.sync_module(vae)
+        dist.sync_module(disc)
+    if "score" in args.phases:
+        _, d_scoring = timed(lambda: discriminator_logits(vae, disc, images_u, r[len(labeled):],
+                                                          cfg.eval.batch_size, precision, dist=dist))
+        rows.append(("tavaal scoring: VAE mu + D on subset", d_scoring, len(subset)))
 
-    print(f"# {args.config} on {device} ({precision.name}), {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    peaks = dist.all_gather(peak_rss_mb())
+    dist.close()
+    if not dist.is_main:
+        return
+    world = f"{dist.world_size} processes x {torch.get_num_threads()} threads" if dist.enabled \
+        else f"1 process x {torch.get_num_threads()} threads"
+    print(f"# {args.config} on {device.type} ({precision.name}), {platform.processor() or platform.machine()}, "
+          f"{world}, torch {torch.__version__}")
     print(f"# pool {len(pool)} images loaded in {load_s:.1f}s; labeled {len(labeled)}, subset {len(subset)}")
     print(f"{'phase':58s} {'seconds':>9s} {'images/s':>10s}")
     for name, seconds, images in rows:
         print(f"{name:58s} {seconds:9.2f} {images / max(seconds, 1e-9):10.1f}")
-    scoring_total = (rank_pass * len(subset) / len(both)) + d_scoring
-    print(f"tavaal subset scoring / plain inference = {scoring_total / plain:.2f}x "
-          "(r-pass share for the subset + VAE/D scoring, vs a plain forward pass)")
-    print(f"peak RSS {peak_rss_mb():.0f} MB" + (
+    if plain is not None and "score" in args.phases:
+        scoring_total = (rank_s * len(subset) / len(both)) + d_scoring
+        print(f"tavaal subset scoring / plain inference = {scoring_total / plain:.2f}x "
+              "(r-pass share for the subset + VAE/D scoring, vs a plain forward pass)")
+    print(f"peak RSS per process {max(peaks):.0f} MB" + (
         f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MB" if device.type == "cuda" else ""))
 
 
