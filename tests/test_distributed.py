@@ -64,6 +64,53 @@ def test_launcher_environment_is_read_and_checked(monkeypatch):
         launched_world()
 
 
+# ---------------------------------------------------------------- bad distributed settings, before any collective
+
+def test_global_batches_too_small_for_the_world_are_refused_by_key(tmp_path):
+    from helpers import tiny_adapter, tiny_config
+
+    from tavaal_seg.core.ranker import LossRanker
+    from tavaal_seg.core.runtime import Precision
+    from tavaal_seg.core.training import train_task_model
+
+    cpu = torch.device("cpu")
+    four = Distributed(rank=0, world_size=4)  # checks run before the first collective: no group needed
+
+    def train(cfg, labeled):
+        adapter = tiny_adapter(cfg)
+        model = adapter.build_model()
+        ranker = LossRanker(list(model.tap_channels), 16)
+        train_task_model(model, ranker, adapter, labeled, cfg, Precision(cpu, False), cpu, torch.Generator(),
+                         dist=four)
+
+    with pytest.raises(ValueError, match=r"train.batch_size 6 is the global batch; with 4 processes it must be "
+                                         r"at least 8"):
+        train(tiny_config(**{"train.batch_size": 6}), np.arange(20))
+    with pytest.raises(ValueError, match=r"7 labeled images cannot be split over 4 processes.*active.initial"):
+        train(tiny_config(), np.arange(7))
+    with pytest.raises(ValueError, match=r"distributed.sync_bn: SyncBatchNorm runs on CUDA only.*cpu"):
+        train(tiny_config(**{"distributed.sync_bn": True, "device": "auto"}), np.arange(20))
+
+
+def test_sync_bn_with_device_cpu_is_a_config_error():
+    from helpers import tiny_config
+
+    from tavaal_seg.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="distributed.sync_bn"):
+        tiny_config(**{"distributed.sync_bn": True, "device": "cpu"})
+
+
+def test_more_processes_than_gpus_is_refused_naming_local_rank(monkeypatch):
+    from tavaal_seg.core.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1").items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=1 but this machine has 1 CUDA devices.*--nproc_per_node"):
+        init_distributed(torch.device("cuda"), timeout_s=5)
+
+
 # ---------------------------------------------------------------- sharded scoring under torchrun
 
 def test_sharded_scoring_returns_exactly_the_single_process_scores(tmp_path):

@@ -51,7 +51,10 @@ def build_parser(prog: str, description: str, config_cls: type, default_config: 
                + "\n".join(describe_keys(config_cls))
                + "\n\nexit codes: 0 done, 2 bad input (config, data, labels, run dir), 3 waiting for labels "
                  "(labels.mode human: label what the message lists, then --resume), 75 run dir in use by "
-                 "another process, 130 interrupted")
+                 "another process, 130 interrupted"
+               + "\n\nseveral processes: start the same command under torchrun (e.g. torchrun --standalone "
+                 "--nproc_per_node 4 ...); batch sizes are global, only rank 0 writes the run dir "
+                 "(docs/distributed.md)")
     parser.add_argument("--config", type=Path, default=default_config,
                         help=f"experiment YAML (default: {default_config})")
     parser.add_argument("--data-root", help="dataset folder (config data.root; else $TAVAAL_DATA_ROOT)")

@@ -87,6 +87,9 @@ def train_task_model(model: nn.Module, ranker: LossRanker | None, adapter: TaskA
         raise ValueError(f"{len(labeled)} labeled images cannot be split over {dist.world_size} processes with two "
                          "images each; use fewer processes (torchrun --nproc_per_node) or a larger active.initial")
     if dist.enabled and cfg.distributed.sync_bn:
+        if device.type != "cuda":  # device: auto resolved to cpu (device: cpu is refused by the config check)
+            raise ValueError(f"distributed.sync_bn: SyncBatchNorm runs on CUDA only, and this run is on {device.type}; "
+                             "set distributed.sync_bn=false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
     net, rank_net = dist.wrap(model, device), (dist.wrap(ranker, device) if ranker is not None else None)
     aug_generator = _rank_generator(generator, dist)
