@@ -246,3 +246,33 @@ def test_without_torchrun_a_dead_peer_fails_the_survivor_instead_of_hanging(fold
             p.kill()
     assert codes[1] == -9 and codes[0] != 0  # rank 1 was killed; rank 0 failed rather than waited forever
     assert "Traceback" in procs[0].stderr.read()
+
+
+def test_human_mode_under_torchrun_waits_once_and_imports_labels_on_resume(folder_root, tmp_path):
+    run = tmp_path / "run"
+    args = _args(folder_root, run, "--set", "labels.mode=human", "--cycles", "2")
+    resume: list[str] = []
+    for step, expected in enumerate([12, 8]):  # the initial pick, then cycle 1's selection
+        waiting = _torchrun(2, REPO / "tools" / "al_cls.py", *args, *resume)
+        assert waiting.returncode != 0 and "exitcode  : 3" in waiting.stderr, waiting.stderr[-3000:]
+        assert waiting.stderr.count("waiting for labels") == 1  # rank 0 speaks for the run
+        needed = (run / "labels_needed.csv").read_text().splitlines()[1:]
+        assert len(needed) == expected
+        delivered = tmp_path / f"delivered{step}.csv"  # the vendor labels them: class = folder name
+        delivered.write_text("image_id,label\n" + "".join(f"{row.split(',')[0]},{row.split('/')[0]}\n"
+                                                          for row in needed))
+        resume = ["--resume", "--labels", str(delivered)]
+    done = _torchrun(2, REPO / "tools" / "al_cls.py", *args, *resume)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((run / "state.json").read_text())
+    assert [c["cycle"] for c in state["cycles"]] == [1, 2] and not (run / "labels_needed.csv").exists()
+    assert len((run / "labels.csv").read_text().splitlines()) == 1 + 12 + 8
+
+
+def test_an_error_in_a_rank_0_step_ends_every_rank_with_one_message(straight, folder_root):
+    before = (straight[0] / "state.json").read_bytes()
+    refused = _torchrun(2, REPO / "tools" / "al_cls.py", *_args(folder_root, straight[0]))  # no --resume
+    assert refused.returncode != 0
+    assert refused.stderr.count("exitcode  : 2") == 2  # both ranks: bad input, neither waits for the other
+    assert refused.stderr.count("already holds a run") == 1
+    assert (straight[0] / "state.json").read_bytes() == before

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BaseConfig, ConfigError, load_config
-from .distributed import Distributed, init_distributed
+from .distributed import Distributed, init_distributed, relayed
 from .labels import LabelsNeeded
 from .lock import RunDirLocked
 from .loop import ActiveLearningRun, RunDirError
@@ -97,6 +97,16 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def report(message: str, dist: Distributed, rank0_speaks: bool) -> None:
+    """Print the run's final word on stderr. Under torchrun, an outcome every rank shares (rank
+    0's decision or its relayed error) is printed by rank 0 alone; an error a rank met on its own
+    is printed by that rank, prefixed with its number."""
+    if dist.is_main:
+        print(message, file=sys.stderr)
+    elif not rank0_speaks:
+        print(f"[rank {dist.rank}] {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls: type[BaseConfig],
          default_config: Path, make_adapter: Callable[[Any, Path], Any]) -> int:
     parser = build_parser(prog, description, config_cls, default_config)
@@ -118,18 +128,18 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
         if dist.is_main:
             setup_logging(run_dir)
         state = run.run()
-    except LabelsNeeded as wait:
-        print(f"{prog}: waiting for labels: {wait}", file=sys.stderr)
+    except LabelsNeeded as wait:  # rank 0's decision, broadcast: rank 0 tells the user
+        report(f"{prog}: waiting for labels: {wait}", dist, rank0_speaks=True)
         return EXIT_LABELS_NEEDED
     except RunDirLocked as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        report(f"{prog}: error: {err}", dist, relayed(err))
         return EXIT_RUN_DIR_BUSY
     except (ConfigError, RunDirError, FileNotFoundError, ValueError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        report(f"{prog}: error: {err}", dist, relayed(err))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; continue with --resume --run-dir {getattr(args, 'run_dir', None) or ''}".rstrip(),
-              file=sys.stderr)
+        report(f"{prog}: interrupted; continue with --resume --run-dir {getattr(args, 'run_dir', None) or ''}".rstrip(),
+               dist, rank0_speaks=True)
         return EXIT_INTERRUPTED
     finally:
         dist.close()

@@ -100,21 +100,24 @@ class Distributed:
 
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on rank 0 only and return its result on every rank; an exception there is
-        raised on every rank (as itself when it pickles, else as :class:`PeerFailed`)."""
+        raised on every rank (as itself when it pickles, else as :class:`PeerFailed`); on the
+        other ranks :func:`relayed` tells it apart from an error of their own."""
         if not self.enabled:
             return fn()
         outcome: tuple[bool, Any] = (True, None)
+        failure: Exception | None = None
         if self.is_main:
             try:
                 outcome = (True, fn())
             except Exception as err:  # noqa: BLE001 - handed to every rank, then re-raised
-                outcome = (False, err)
+                failure, outcome = err, (False, _portable(err))
         ok, value = self.broadcast(outcome if self.is_main else None)
         if ok:
             return value
-        if self.is_main:
-            raise value
-        raise _portable(value)
+        if failure is not None:
+            raise failure
+        setattr(value, RELAYED, True)
+        raise value
 
     def main_first(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on rank 0, then (if it succeeded) on the other ranks: for steps that may
@@ -154,8 +157,18 @@ class Distributed:
             torch_dist.destroy_process_group()
 
 
+RELAYED = "_tavaal_relayed_from_rank0"
+
+
+def relayed(err: BaseException) -> bool:
+    """Whether ``err`` is rank 0's error handed to this rank by :meth:`Distributed.on_main`
+    (rank 0 reports it; the other ranks need not repeat it)."""
+    return bool(getattr(err, RELAYED, False))
+
+
 def _portable(err: BaseException) -> BaseException:
-    """``err`` itself if it survived the trip (it did: it was unpickled), else a stand-in."""
+    """``err`` itself if it survives pickling (what a broadcast does to it), else a stand-in
+    that carries its message, so rank 0 never fails inside the broadcast that reports it."""
     try:
         pickle.loads(pickle.dumps(err))
         return err
