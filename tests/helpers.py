@@ -1,5 +1,9 @@
-"""Tiny in-memory classification data and configs shared by the tests."""
+"""Tiny classification data (in memory and as an image folder), configs and whole-run
+arguments shared by the tests."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,3 +40,38 @@ def tiny_adapter(cfg: ClsConfig, n_train: int = 80, n_test: int = 30) -> Classif
     data = ClassificationData([f"c{i}" for i in range(4)], synthetic_images(n_train, 4, 0),
                               synthetic_images(n_test, 4, 1), CIFAR_MEAN, CIFAR_STD, crop=32, pad=4)
     return ClassificationAdapter(cfg, data_root=__import__("pathlib").Path("/nonexistent-root"), data=data)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_image_folder(root: Path) -> Path:
+    """A small image-folder dataset: 4 classes of colour-coded 32x32 PNGs, 16 train and 4 test each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 4)):
+        for label in range(4):
+            for k in range(n):
+                img = np.clip(40 + 60 * label + rng.integers(0, 50, (32, 32, 3)), 0, 255).astype(np.uint8)
+                path = root / split / f"class{label}" / f"{k:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(path)
+    return root
+
+
+def tiny_run_args(root: Path, run: Path, *extra: str) -> list[str]:
+    """al_cls.py arguments for a 3-cycle tavaal run on :func:`write_image_folder` data, in seconds."""
+    return ["--config", str(REPO / "configs" / "cifar10.yaml"), "--data-root", str(root), "--run-dir", str(run),
+            "--strategy", "tavaal", "--cycles", "3", "--initial", "12", "--budget", "8", "--subset", "30",
+            "--epochs", "2", "--device", "cpu", "--set", "data.name=image_folder", "--set", "model.width=0.0625",
+            "--set", "train.batch_size=8", "--set", "vae.iterations=4", "--set", "vae.batch_size=8",
+            "--set", "vae.z_dim=8", "--set", "vae.width=0.03125", "--set", "export.formats=[csv, jsonl]", *extra]
+
+
+def run_outcome(run: Path) -> dict:
+    """What a finished run decided and measured: selections, per-cycle metrics, exported files."""
+    state = json.loads((run / "state.json").read_text())
+    return {"selections": state["selections"], "metrics": [c["metrics"] for c in state["cycles"]],
+            "exports": {p.name: p.read_text() for p in sorted((run / "selections").iterdir())}}
+

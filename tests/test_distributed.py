@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import REPO, run_outcome, tiny_adapter, tiny_config, tiny_run_args, write_image_folder
+
 from tavaal_seg.core.adapter import batch_slices
 from tavaal_seg.core.distributed import Distributed, launched_world
-
-REPO = Path(__file__).resolve().parents[1]
 KILL_DRIVER = REPO / "tests" / "kill_driver.py"
 
 
@@ -67,8 +67,6 @@ def test_launcher_environment_is_read_and_checked(monkeypatch):
 # ---------------------------------------------------------------- bad distributed settings, before any collective
 
 def test_global_batches_too_small_for_the_world_are_refused_by_key(tmp_path):
-    from helpers import tiny_adapter, tiny_config
-
     from tavaal_seg.core.ranker import LossRanker
     from tavaal_seg.core.runtime import Precision
     from tavaal_seg.core.training import train_task_model
@@ -93,8 +91,6 @@ def test_global_batches_too_small_for_the_world_are_refused_by_key(tmp_path):
 
 
 def test_sync_bn_with_device_cpu_is_a_config_error():
-    from helpers import tiny_config
-
     from tavaal_seg.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="distributed.sync_bn"):
@@ -134,33 +130,11 @@ def test_sharded_scoring_returns_exactly_the_single_process_scores(tmp_path):
 
 @pytest.fixture(scope="module")
 def folder_root(tmp_path_factory) -> Path:
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("test", 4)):
-        for label in range(4):
-            for k in range(n):
-                img = np.clip(40 + 60 * label + rng.integers(0, 50, (32, 32, 3)), 0, 255).astype(np.uint8)
-                path = root / split / f"class{label}" / f"{k:03d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(path)
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("folder"))
 
 
 def _args(root: Path, run: Path, *extra: str) -> list[str]:
-    return ["--config", str(REPO / "configs" / "cifar10.yaml"), "--data-root", str(root), "--run-dir", str(run),
-            "--strategy", "tavaal", "--cycles", "3", "--initial", "12", "--budget", "8", "--subset", "30",
-            "--epochs", "2", "--device", "cpu", "--set", "data.name=image_folder", "--set", "model.width=0.0625",
-            "--set", "train.batch_size=8", "--set", "vae.iterations=4", "--set", "vae.batch_size=8",
-            "--set", "vae.z_dim=8", "--set", "vae.width=0.03125", "--set", "export.formats=[csv, jsonl]",
-            "--set", "distributed.timeout_s=60", *extra]
-
-
-def _outcome(run: Path) -> dict:
-    state = json.loads((run / "state.json").read_text())
-    return {"selections": state["selections"], "metrics": [c["metrics"] for c in state["cycles"]],
-            "exports": {p.name: p.read_text() for p in sorted((run / "selections").iterdir())}}
+    return tiny_run_args(root, run, "--set", "distributed.timeout_s=60", *extra)
 
 
 def _driver(nproc: int, point: str, n: int, args: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -177,7 +151,7 @@ def straight(folder_root, tmp_path_factory) -> tuple[Path, Path]:
 
 def test_two_process_run_completes_and_only_rank_0_writes(straight):
     run, trace = straight
-    outcome = _outcome(run)
+    outcome = run_outcome(run)
     assert [len(s["items"]) for s in outcome["selections"]] == [12, 8, 8]
     assert len(outcome["metrics"]) == 3 and all(0 <= m["accuracy"] <= 1 for m in outcome["metrics"])
     written = Path(f"{trace}.rank0").read_text().splitlines()
@@ -195,7 +169,7 @@ def test_two_process_run_completes_and_only_rank_0_writes(straight):
 def test_two_process_runs_are_reproducible(straight, folder_root, tmp_path):
     again = _driver(2, "none", 0, _args(folder_root, tmp_path / "run"))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert _outcome(tmp_path / "run") == _outcome(straight[0])
+    assert run_outcome(tmp_path / "run") == run_outcome(straight[0])
 
 
 def test_killing_one_rank_ends_the_run_and_resume_continues_it(straight, folder_root, tmp_path):
@@ -208,7 +182,7 @@ def test_killing_one_rank_ends_the_run_and_resume_continues_it(straight, folder_
     assert [c["cycle"] for c in state["cycles"]] == [1] and [s["cycle"] for s in state["selections"]] == [0]
     resumed = _driver(2, "none", 0, _args(folder_root, run, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _outcome(run) == _outcome(straight[0])  # as if nothing had happened
+    assert run_outcome(run) == run_outcome(straight[0])  # as if nothing had happened
     assert not list(run.rglob(".*.tmp"))
 
 
@@ -221,7 +195,7 @@ def test_resume_with_another_number_of_processes(folder_root, tmp_path):
     resumed = subprocess.run([sys.executable, str(KILL_DRIVER), "none", "0", "--", *_args(folder_root, run, "--resume")],
                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    outcome = _outcome(run)
+    outcome = run_outcome(run)
     assert [len(s["items"]) for s in outcome["selections"]] == [12, 8, 8] and len(outcome["metrics"]) == 3
     assert outcome["selections"][:2] == state["selections"]  # what was decided stays decided
 

@@ -6,51 +6,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import REPO, run_outcome, tiny_run_args, write_image_folder
 
 from tavaal_cls.cli import main
 from tavaal_seg.core.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_DIR_BUSY
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def folder_root(tmp_path_factory) -> Path:
-    """A small image-folder dataset: 4 classes of colour-coded 32x32 PNGs."""
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("test", 4)):
-        for label in range(4):
-            for k in range(n):
-                img = np.clip(40 + 60 * label + rng.integers(0, 50, (32, 32, 3)), 0, 255).astype(np.uint8)
-                path = root / split / f"class{label}" / f"{k:03d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(path)
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("folder"))
 
 
 def _args(root: Path, run: Path, *extra: str) -> list[str]:
-    return ["--config", str(REPO / "configs" / "cifar10.yaml"), "--data-root", str(root), "--run-dir", str(run),
-            "--strategy", "tavaal", "--cycles", "3", "--initial", "12", "--budget", "8", "--subset", "30",
-            "--epochs", "2", "--device", "cpu", "--set", "data.name=image_folder", "--set", "model.width=0.0625",
-            "--set", "train.batch_size=8", "--set", "vae.iterations=4", "--set", "vae.batch_size=8",
-            "--set", "vae.z_dim=8", "--set", "vae.width=0.03125", "--set", "logging.tensorboard=false",
-            "--set", "export.formats=[csv, jsonl]", *extra]
-
-
-def _outcome(run: Path) -> dict:
-    state = json.loads((run / "state.json").read_text())
-    return {"selections": state["selections"], "metrics": [c["metrics"] for c in state["cycles"]],
-            "exports": {p.name: p.read_text() for p in sorted((run / "selections").iterdir())}}
+    return tiny_run_args(root, run, "--set", "logging.tensorboard=false", *extra)
 
 
 @pytest.fixture(scope="module")
 def straight(folder_root, tmp_path_factory) -> dict:
     run = tmp_path_factory.mktemp("straight") / "run"
     assert main(_args(folder_root, run)) == EXIT_OK
-    return _outcome(run)
+    return run_outcome(run)
 
 
 @pytest.mark.parametrize("point,n", [
@@ -65,7 +41,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(folder_root, straight, 
                              *_args(folder_root, run)], capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert main(_args(folder_root, run, "--resume")) == EXIT_OK
-    assert _outcome(run) == straight
+    assert run_outcome(run) == straight
     assert not list(run.rglob("*.tmp"))  # the killed write's temp file was swept
 
 

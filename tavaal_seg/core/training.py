@@ -18,7 +18,7 @@ from .adapter import TaskAdapter, batch_slices, shuffled_batches
 from .config import BaseConfig, TrainConfig, VAEConfig
 from .distributed import Distributed
 from .ranker import RANK_LOSSES, LossRanker, pool_features
-from .runtime import LOG, Precision, progress
+from .runtime import Precision, progress
 from .vae import RANK_TRANSFORMS, ConditionalVAE, Discriminator, vae_loss
 
 # ---------------------------------------------------------------- optimizers and schedules
