@@ -250,3 +250,21 @@ def test_an_error_in_a_rank_0_step_ends_every_rank_with_one_message(straight, fo
     assert refused.stderr.count("exitcode  : 2") == 2  # both ranks: bad input, neither waits for the other
     assert refused.stderr.count("already holds a run") == 1
     assert (straight[0] / "state.json").read_bytes() == before
+
+
+def test_two_nodes_through_the_c10d_rendezvous_reproduce_the_one_node_run(straight, folder_root, tmp_path):
+    """Multi-node as torchrun does it: two agents (one per "node", here on one machine) meet at a
+    c10d rendezvous endpoint; same world size, so the same run as one node with 2 processes."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+           f"--rdzv_endpoint={endpoint}", "--rdzv_id=test", str(KILL_DRIVER), "none", "0", "--",
+           *_args(folder_root, tmp_path / "run")]
+    agents = [subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    try:
+        errors = [agent.communicate(timeout=240)[1] for agent in agents]
+    finally:
+        for agent in agents:
+            agent.kill()
+    assert [agent.returncode for agent in agents] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    assert run_outcome(tmp_path / "run") == run_outcome(straight[0])
