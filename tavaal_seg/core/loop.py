@@ -279,8 +279,9 @@ class ActiveLearningRun:
 
     def _require_labels(self, cycle: int, labeled: np.ndarray) -> None:
         """Oracle mode: a no-op check. Human mode: stop until every selected image has its label."""
-        # every rank checks its own view of the labels; rank 0's answer decides for all
-        missing = self.dist.broadcast(self.adapter.missing_labels(labeled))
+        # rank 0 checks (for segmentation: reads and validates the delivered masks) and decides
+        # for all; a bad mask is reported once, by rank 0
+        missing = self.dist.on_main(lambda: self.adapter.missing_labels(labeled))
         needed_path = self.run_dir / NEEDED_FILE
         if not missing:
             self.dist.on_main(lambda: needed_path.unlink(missing_ok=True))

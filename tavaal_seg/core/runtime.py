@@ -152,7 +152,7 @@ def setup_logging(run_dir: Path | None = None, level: int = logging.INFO, prefix
     for handler in list(LOG.handlers):
         LOG.removeHandler(handler)
         handler.close()
-    fmt = logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s".replace("  ", " "), "%H:%M:%S")
+    fmt = logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s", "%H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
     LOG.addHandler(stream)
