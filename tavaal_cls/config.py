@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tavaal_seg.core.config import BaseConfig, require, validate_core
+from tavaal_seg.core.config import BaseConfig, require
 
 
 @dataclass
@@ -35,11 +35,10 @@ class ClsConfig(BaseConfig):
     data: ClsDataConfig = field(default_factory=ClsDataConfig)
     model: ClsModelConfig = field(default_factory=ClsModelConfig)
 
-    def validate(self) -> None:
+    def validate_sections(self) -> None:
         from .data import CLS_DATASETS
         from .models import CLS_MODELS
 
-        validate_core(self)
         require(self.data.name in CLS_DATASETS, "data.name", "one of " + ", ".join(sorted(CLS_DATASETS)), self.data.name)
         require(self.model.name in CLS_MODELS, "model.name", "one of " + ", ".join(sorted(CLS_MODELS)), self.model.name)
         require(self.model.width > 0, "model.width", "a positive multiplier", self.model.width)

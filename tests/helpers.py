@@ -11,7 +11,7 @@ import torch
 from tavaal_cls.adapter import ClassificationAdapter
 from tavaal_cls.config import ClsConfig
 from tavaal_cls.data import CIFAR_MEAN, CIFAR_STD, ClassificationData, ImageSet
-from tavaal_seg.core.config import load_config
+from tavaal_seg.core.validation import load_config
 
 
 def tiny_config(**overrides: object) -> ClsConfig:

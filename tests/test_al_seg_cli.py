@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tavaal_seg.cli import main
-from tavaal_seg.data import write_street_scenes
+from tavaal_seg.segmentation.cli import main
+from tavaal_seg.segmentation.data import write_street_scenes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_VAE = ["--set", "vae.iterations=3", "--set", "vae.batch_size=8", "--set", "vae.z_dim=8",

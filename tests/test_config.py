@@ -1,7 +1,8 @@
 import pytest
 
 from tavaal_cls.config import ClsConfig
-from tavaal_seg.core.config import ConfigError, load_config
+from tavaal_seg.core.config import ConfigError
+from tavaal_seg.core.validation import load_config
 
 
 def test_yaml_and_overrides(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tavaal_cls.cli import main as cls_main
-from tavaal_seg.cli import main as seg_main
+from tavaal_seg.segmentation.cli import main as seg_main
 from tavaal_seg.core.cli import EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_OK
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tavaal_seg.data import (
+from tavaal_seg.segmentation.data import (
     SEG_DATASETS,
     ClassTable,
     SegItem,
@@ -320,7 +320,7 @@ def test_seeded_transform_is_reproducible_and_draws_are_independent() -> None:
     # measure scale directly via a scale-only pipeline sharing the same recipe
     import albumentations as A
     probe = A.Compose([t for t in tf.transforms if type(t).__name__ in ("RandomScale", "HorizontalFlip")])
-    from tavaal_seg.data import reseed_transform
+    from tavaal_seg.segmentation.data import reseed_transform
     reseed_transform(probe, 5)
     for _ in range(400):
         o = probe(image=image)["image"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tavaal_seg.models import SEG_MODELS, DeepLabSeg, DRNSeg, SegModel, build_seg_model
+from tavaal_seg.segmentation.models import SEG_MODELS, DeepLabSeg, DRNSeg, SegModel, build_seg_model
 
 CASES = {
     "drn_d_22": {},

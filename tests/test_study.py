@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tavaal_seg import study
+from tavaal_seg.studies import cli, layout, plots, runner
+from tavaal_seg.studies import summary as study_summary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE = {"random": 0.5, "entropy": 0.52, "tavaal": 0.55}
@@ -49,7 +50,8 @@ def write_run(run_dir: Path, strategy: str, seed: int, cycles: int = 3, done: in
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-    (run_dir / "state.json").write_text(json.dumps({"cycles": records, "selections": [], "format": 1}),
+    (run_dir / "state.json").write_text(json.dumps({"seed": seed, "strategy": strategy, "pool_size": 1000,
+                                                    "cycles": records, "selections": [], "format": 1}),
                                         encoding="utf-8")
 
 
@@ -64,7 +66,7 @@ def write_candidates(run_dir: Path, cycle: int, n: int = 200, picked: int = 20) 
     (run_dir / "selections").mkdir(exist_ok=True)
     with open(run_dir / "selections" / f"cycle_{cycle:02d}.candidates.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(study.CANDIDATE_COLUMNS)
+        writer.writerow(plots.CANDIDATE_COLUMNS)
         writer.writerows(rows)
 
 
@@ -72,9 +74,9 @@ def make_study(root: Path, strategies: tuple[str, ...] = ("random", "entropy", "
                candidates: bool = True) -> Path:
     for strategy in strategies:
         for seed in range(3):
-            write_run(study.run_path(root, strategy, seed), strategy, seed, entropy=entropy)
+            write_run(layout.run_path(root, strategy, seed), strategy, seed, entropy=entropy)
     if candidates and "tavaal" in strategies:
-        write_candidates(study.run_path(root, "tavaal", 0), cycle=2)
+        write_candidates(layout.run_path(root, "tavaal", 0), cycle=2)
     return root
 
 
@@ -88,7 +90,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_aggregate_exact_means_stds_and_markdown(tmp_path: Path) -> None:
     root = make_study(tmp_path / "s")
-    summary, markdown = study.write_summary(root)
+    summary, markdown = study_summary.write_summary(root)
     assert summary.metric == "accuracy"
     rows = read_csv(root / "summary.csv")
     assert [(r["strategy"], r["cycle"]) for r in rows][:4] == [("random", "1"), ("random", "2"), ("random", "3"),
@@ -114,42 +116,42 @@ def test_aggregate_exact_means_stds_and_markdown(tmp_path: Path) -> None:
 
 
 def test_one_seed_has_zero_std(tmp_path: Path) -> None:
-    write_run(study.run_path(tmp_path, "random", 0), "random", 0)
-    summary = study.aggregate(tmp_path)
+    write_run(layout.run_path(tmp_path, "random", 0), "random", 0)
+    summary = study_summary.aggregate(tmp_path)
     assert summary.row("random", 2).stats["accuracy"] == (pytest.approx(0.68), 0.0, 1)
 
 
 def test_mismatched_n_labeled_names_the_runs(tmp_path: Path) -> None:
     root = make_study(tmp_path, candidates=False)
-    write_run(study.run_path(root, "entropy", 2), "entropy", 2, labeled=(100, 250, 300))
-    with pytest.raises(study.StudyError) as err:
-        study.aggregate(root)
+    write_run(layout.run_path(root, "entropy", 2), "entropy", 2, labeled=(100, 250, 300))
+    with pytest.raises(layout.StudyError) as err:
+        study_summary.aggregate(root)
     message = str(err.value)
     assert "entropy cycle 2" in message and "n_labeled" in message
-    assert str(study.run_path(root, "entropy", 2)) + " has 250" in message
-    assert str(study.run_path(root, "entropy", 0)) + " has 200" in message
+    assert str(layout.run_path(root, "entropy", 2)) + " has 250" in message
+    assert str(layout.run_path(root, "entropy", 0)) + " has 200" in message
 
 
 def test_run_phase(tmp_path: Path) -> None:
-    assert study.run_phase(tmp_path / "nothing") == "fresh"
+    assert layout.run_phase(tmp_path / "nothing") == "fresh"
     write_run(tmp_path / "a", "random", 0)
-    assert study.run_phase(tmp_path / "a") == "finished"
+    assert layout.run_phase(tmp_path / "a") == "finished"
     write_run(tmp_path / "b", "random", 0, done=2)
-    assert study.run_phase(tmp_path / "b") == "resume"
+    assert layout.run_phase(tmp_path / "b") == "resume"
     # select_after_last: the last cycle must have its selection too
     write_run(tmp_path / "c", "random", 0, select_after_last=True)
-    assert study.run_phase(tmp_path / "c") == "finished"
+    assert layout.run_phase(tmp_path / "c") == "finished"
     state = json.loads((tmp_path / "c" / "state.json").read_text())
     state["cycles"][-1]["selected"] = False
     (tmp_path / "c" / "state.json").write_text(json.dumps(state))
-    assert study.run_phase(tmp_path / "c") == "resume"
+    assert layout.run_phase(tmp_path / "c") == "resume"
 
 
 def test_command_is_what_the_al_tools_accept(tmp_path: Path) -> None:
-    from tavaal_seg.config import SegConfig
+    from tavaal_seg.segmentation.config import SegConfig
     from tavaal_seg.core.cli import build_parser
 
-    command = study.build_command("seg", Path("configs/camvid.yaml"), "tavaal", 2, tmp_path / "r", True,
+    command = runner.build_command("seg", Path("configs/camvid.yaml"), "tavaal", 2, tmp_path / "r", True,
                                   ["--data-root", "D", "--cycles", "5", "--set", "model.width=0.125"])
     assert command[:2] == [sys.executable, str(REPO_ROOT / "tools" / "al_seg.py")]
     args = build_parser("al_seg.py", "", SegConfig, Path("x.yaml")).parse_args(command[2:])
@@ -161,9 +163,9 @@ def test_command_is_what_the_al_tools_accept(tmp_path: Path) -> None:
 def test_dataset_name_follows_set_overrides(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("data:\n  name: cifar10\n", encoding="utf-8")
-    assert study.dataset_name(config, []) == "cifar10"
-    assert study.dataset_name(config, ["--set", "data.name=camvid"]) == "camvid"
-    assert study.dataset_name(config, ["--set=data.name=folder"]) == "folder"
+    assert runner.dataset_name(config, []) == "cifar10"
+    assert runner.dataset_name(config, ["--set", "data.name=camvid"]) == "camvid"
+    assert runner.dataset_name(config, ["--set=data.name=folder"]) == "folder"
 
 
 # ---------------------------------------------------------------------------- figures
@@ -175,7 +177,7 @@ def test_plot_writes_all_figures(tmp_path: Path) -> None:
     root = make_study(tmp_path / "s")
     (root / "study.json").write_text(json.dumps({"config": "/x/configs/cifar10_imb100.yaml", "strategies":
                                                  ["random", "entropy", "tavaal"], "seeds": [0, 1, 2]}))
-    result = study.plot_study(root, formats=("png", "svg"), echo=lambda _: None)
+    result = plots.plot_study(root, formats=("png", "svg"), echo=lambda _: None)
     names = ("curve", "improvement", "class_entropy", "loss_vs_score")
     assert result.skipped == {}
     assert sorted(p.name for p in result.written) == sorted(f"{n}.{e}" for n in names for e in ("png", "svg"))
@@ -191,7 +193,7 @@ def test_plot_writes_all_figures(tmp_path: Path) -> None:
 def test_plot_skips_what_has_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_study(tmp_path / "s", strategies=("entropy", "tavaal"), entropy=False, candidates=False)
     out = tmp_path / "figs"
-    assert study.plot_main([str(root), "--out", str(out)]) == 0
+    assert cli.plot_main([str(root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / 'curve.png'}" in printed
     assert "skipped improvement: the study has no random runs" in printed
@@ -202,13 +204,13 @@ def test_plot_skips_what_has_no_data(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_plot_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
-    assert study.plot_main([str(tmp_path / "empty")]) == 2
+    assert cli.plot_main([str(tmp_path / "empty")]) == 2
     assert "has no runs with metrics" in capsys.readouterr().err
     root = make_study(tmp_path / "s", strategies=("random",), candidates=False)
-    assert study.plot_main([str(root), "--metric", "nope"]) == 2
+    assert cli.plot_main([str(root), "--metric", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--metric 'nope'" in err and "accuracy" in err
-    assert study.plot_main([str(root), "--format", "png,xyz"]) == 2
+    assert cli.plot_main([str(root), "--format", "png,xyz"]) == 2
     assert "unsupported xyz" in capsys.readouterr().err
 
 
@@ -240,7 +242,8 @@ FAKE_TOOL = textwrap.dedent('''\
     (run / "config.yaml").write_text(f"active:\\n  cycles: {a.cycles}\\n")
     records = [{"cycle": c, "n_labeled": 100 * c, "metrics": {}, "timings": {}, "selected": c < a.cycles}
                for c in range(1, done + 1)]
-    (run / "state.json").write_text(json.dumps({"cycles": records}))
+    (run / "state.json").write_text(json.dumps({"seed": a.seed, "strategy": a.strategy, "pool_size": 1000,
+                                                "cycles": records, "selections": [], "format": 1}))
     with open(run / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["cycle", "n_labeled", "accuracy", "train_s", "eval_s", "select_s"])
@@ -270,22 +273,22 @@ def calls(run_dir: Path) -> list[str]:
 def test_run_study_skips_resumes_and_reports_failures(fake_study: tuple[Path, list[str]],
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out, args = fake_study
-    finished, unfinished = study.run_path(out, "random", 0), study.run_path(out, "random", 1)
+    finished, unfinished = layout.run_path(out, "random", 0), layout.run_path(out, "random", 1)
     write_run(finished, "random", 0)
     write_run(unfinished, "random", 1, done=1)
     out.joinpath("runs.csv").write_text("strategy,seed,status,exit_code,wall_s,command\n"
                                         "random,0,done,0,12.5,earlier command\n"
                                         "random,1,failed,1,3.0,earlier command\n", encoding="utf-8")
-    code = study.run_study_main([*args, "--jobs", "2", "--threads", "1", "--", "--data-root", "D",
+    code = cli.run_study_main([*args, "--jobs", "2", "--threads", "1", "--", "--data-root", "D",
                                  "--fail", "entropy:1"])
     captured = capsys.readouterr()
     assert code == 1
-    assert study.run_path(out, "entropy", 0).joinpath("threads.txt").read_text() == "1 1"
+    assert layout.run_path(out, "entropy", 0).joinpath("threads.txt").read_text() == "1 1"
     assert calls(finished) == []                      # finished: not re-run
     assert calls(unfinished) == ["resume D"]          # unfinished: resumed, extra args passed on
-    assert calls(study.run_path(out, "entropy", 0)) == ["fresh D"]
-    assert calls(study.run_path(out, "entropy", 1)) == ["fresh D"]
-    assert "fake run entropy 1" in study.run_path(out, "entropy", 1).joinpath("stdout.log").read_text()
+    assert calls(layout.run_path(out, "entropy", 0)) == ["fresh D"]
+    assert calls(layout.run_path(out, "entropy", 1)) == ["fresh D"]
+    assert "fake run entropy 1" in layout.run_path(out, "entropy", 1).joinpath("stdout.log").read_text()
     rows = {(r["strategy"], r["seed"]): r for r in read_csv(out / "runs.csv")}
     assert rows[("random", "0")]["status"] == "skipped" and rows[("random", "0")]["wall_s"] == "12.5"
     assert rows[("random", "1")]["status"] == "done" and float(rows[("random", "1")]["wall_s"]) >= 3.0
@@ -308,45 +311,45 @@ def test_run_study_skips_resumes_and_reports_failures(fake_study: tuple[Path, li
     assert recorded["metric"] == "accuracy"
 
     # the same study again: only the failed run is touched (resumed), and it now finishes
-    assert study.run_study_main([*args, "--", "--data-root", "D", "--fail", "entropy:1"]) == 1
-    assert calls(study.run_path(out, "entropy", 1)) == ["fresh D", "resume D"]
-    assert calls(study.run_path(out, "entropy", 0)) == ["fresh D"]
+    assert cli.run_study_main([*args, "--", "--data-root", "D", "--fail", "entropy:1"]) == 1
+    assert calls(layout.run_path(out, "entropy", 1)) == ["fresh D", "resume D"]
+    assert calls(layout.run_path(out, "entropy", 0)) == ["fresh D"]
     capsys.readouterr()
 
     # another study in the same directory is refused with the differences, unless --force
     args_other = [*args, "--", "--data-root", "E"]
-    assert study.run_study_main(args_other) == 2
+    assert cli.run_study_main(args_other) == 2
     err = capsys.readouterr().err
     assert "extra_args" in err and "'E'" in err and "--force" in err
-    assert study.run_study_main([*args, "--force", "--", "--data-root", "E"]) == 0
-    assert calls(study.run_path(out, "entropy", 1))[-1] == "resume E"
+    assert cli.run_study_main([*args, "--force", "--", "--data-root", "E"]) == 0
+    assert calls(layout.run_path(out, "entropy", 1))[-1] == "resume E"
 
     # more cycles (a key the AL tools let a resumed run change): every finished run is resumed
-    assert study.run_study_main([*args, "--force", "--", "--data-root", "E", "--cycles", "4"]) == 0
+    assert cli.run_study_main([*args, "--force", "--", "--data-root", "E", "--cycles", "4"]) == 0
     for strategy in ("random", "entropy"):
         for seed in (0, 1):
-            assert calls(study.run_path(out, strategy, seed))[-1] == "resume E"
+            assert calls(layout.run_path(out, strategy, seed))[-1] == "resume E"
     assert {r["n_labeled"] for r in read_csv(out / "summary.csv")} == {"100", "200", "300", "400"}
     # running one seed again keeps the others in the study
-    assert study.run_study_main([*args[:5], "1", *args[6:], "--", "--data-root", "E", "--cycles", "4"]) == 0
+    assert cli.run_study_main([*args[:5], "1", *args[6:], "--", "--data-root", "E", "--cycles", "4"]) == 0
     assert json.loads((out / "study.json").read_text())["seeds"] == [0, 1]
     assert {r["n_seeds"] for r in read_csv(out / "summary.csv")} == {"2"}
 
-    assert study.run_study_main(["--out", str(out), "--aggregate-only"]) == 0
+    assert cli.run_study_main(["--out", str(out), "--aggregate-only"]) == 0
 
 
 def test_run_study_bad_arguments(fake_study: tuple[Path, list[str]], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     out, args = fake_study
     bad_strategy = [a if a != "random,entropy" else "random,bald" for a in args]
-    assert study.run_study_main(bad_strategy) == 2
+    assert cli.run_study_main(bad_strategy) == 2
     assert "unknown bald" in capsys.readouterr().err
     missing = [a if not a.endswith("exp.yaml") else str(tmp_path / "nope.yaml") for a in args]
-    assert study.run_study_main(missing) == 2
+    assert cli.run_study_main(missing) == 2
     assert "nope.yaml not found" in capsys.readouterr().err
-    assert study.run_study_main([*args, "--", "--seed", "3"]) == 2
+    assert cli.run_study_main([*args, "--", "--seed", "3"]) == 2
     assert "may not contain --seed" in capsys.readouterr().err
-    assert study.run_study_main(["--out", str(tmp_path / "none"), "--aggregate-only"]) == 2
+    assert cli.run_study_main(["--out", str(tmp_path / "none"), "--aggregate-only"]) == 2
     assert not (out / "runs").exists()
 
 
@@ -354,20 +357,22 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path: Path, monkeypatc
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     root = make_study(tmp_path / "s", strategies=("random",), candidates=False)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # what a missing package looks like to import
-    assert study.plot_main([str(root)]) == 2
+    assert cli.plot_main([str(root)]) == 2
     assert "pip install 'tavaal-seg[plot]'" in capsys.readouterr().err
 
 
 def test_requested_active_reads_config_flags_and_sets(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("active:\n  cycles: 5\n", encoding="utf-8")
-    assert study.requested_active(config, []) == (5, None)
-    assert study.requested_active(config, ["--cycles", "7"]) == (7, None)
+    assert runner.requested_active(config, []) == (5, None)
+    assert runner.requested_active(config, ["--cycles", "7"]) == (7, None)
     # --set wins over the flag, as in the AL tools
-    assert study.requested_active(config, ["--set", "active.cycles=8", "--cycles=7",
+    assert runner.requested_active(config, ["--set", "active.cycles=8", "--cycles=7",
                                            "--set=active.select_after_last=true"]) == (8, True)
-    with pytest.raises(study.StudyError, match="active.cycles must be a positive integer"):
-        study.requested_active(config, ["--cycles", "x"])
+    with pytest.raises(layout.StudyError, match="--cycles: invalid int value: 'x'"):  # the AL tools' own parser
+        runner.requested_active(config, ["--cycles", "x"])
+    with pytest.raises(layout.StudyError, match="active.cycles must be a positive integer"):
+        runner.requested_active(config, ["--set", "active.cycles=0"])
 
 
 def test_tools_help() -> None:

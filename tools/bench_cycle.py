@@ -28,7 +28,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tavaal_seg.core.config import load_config  # noqa: E402
+from tavaal_seg.core.validation import load_config  # noqa: E402
 from tavaal_seg.core.distributed import init_distributed  # noqa: E402
 from tavaal_seg.core.ranker import LossRanker  # noqa: E402
 from tavaal_seg.core.runtime import Precision, resolve_device, seed_everything  # noqa: E402
@@ -45,8 +45,8 @@ def _classification():
 
 
 def _segmentation():
-    from tavaal_seg.adapter import SegmentationAdapter
-    from tavaal_seg.config import SegConfig
+    from tavaal_seg.segmentation import SegmentationAdapter
+    from tavaal_seg.segmentation import SegConfig
 
     return SegConfig, SegmentationAdapter
 

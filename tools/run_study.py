@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from tavaal_seg.study import run_study_main  # noqa: E402
+from tavaal_seg.studies import run_study_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run_study_main())

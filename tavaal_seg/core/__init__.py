@@ -1,6 +1,7 @@
 """The task-agnostic TA-VAAL core. Imports nothing from the adapters."""
 from .adapter import Pool, TaskAdapter
-from .config import BaseConfig, ConfigError, load_config
+from .config import BaseConfig, ConfigError
+from .validation import load_config
 from .loop import ActiveLearningRun, RunDirError, run_active_learning
 from .ranker import RANK_LOSSES, LossRanker, rank_loss_bce, rank_loss_margin
 from .state import RunState

@@ -127,3 +127,15 @@ def contiguous_part(n: int, shard: tuple[int, int]) -> np.ndarray:
     """Positions 0..n-1 of the ``shard = (k, parts)``-th contiguous part."""
     k, parts = shard
     return np.array_split(np.arange(n), parts)[k]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What tools working across runs (the studies runner) need to know of a task adapter
+    package, which exposes one as ``TASK``."""
+
+    name: str                   # the --task name: cls, seg
+    metric_name: str            # the adapter's headline metric (metrics.csv's third column)
+    datasets: Mapping[str, object]  # the data.name registry
+    cli: str                    # module with main(argv) -> exit code
+    tool: str                   # its script under tools/ in a checkout

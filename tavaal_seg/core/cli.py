@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import BaseConfig, ConfigError, load_config
+from .config import BaseConfig, ConfigError
+from .validation import load_config
 from .distributed import Distributed, init_distributed, relayed
 from .labels import LabelsNeeded
 from .lock import RunDirLocked
@@ -44,19 +45,9 @@ def describe_keys(cls: type, prefix: str = "") -> list[str]:
     return lines
 
 
-def build_parser(prog: str, description: str, config_cls: type, default_config: Path) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (set in the YAML file or with --set key=value; shown with their defaults):\n"
-               + "\n".join(describe_keys(config_cls))
-               + "\n\nexit codes: 0 done, 2 bad input (config, data, labels, run dir), 3 waiting for labels "
-                 "(labels.mode human: label what the message lists, then --resume), 75 run dir in use by "
-                 "another process, 130 interrupted"
-               + "\n\nseveral processes: start the same command under torchrun (e.g. torchrun --standalone "
-                 "--nproc_per_node 4 ...); batch sizes are global, only rank 0 writes the run dir "
-                 "(docs/distributed.md)")
-    parser.add_argument("--config", type=Path, default=default_config,
-                        help=f"experiment YAML (default: {default_config})")
+def add_run_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags every AL tool takes besides ``--config`` (also parsed by the studies runner, which
+    must read the arguments it passes on exactly as the tool will)."""
     parser.add_argument("--data-root", help="dataset folder (config data.root; else $TAVAAL_DATA_ROOT)")
     parser.add_argument("--run-dir", help="where state, metrics, selections and logs go (config run_dir)")
     parser.add_argument("--resume", action="store_true",
@@ -79,13 +70,36 @@ def build_parser(prog: str, description: str, config_cls: type, default_config: 
     return parser
 
 
-def resolve(args: argparse.Namespace, config_cls: type[BaseConfig]) -> BaseConfig:
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """The dotted overrides that the flags and ``--set`` give, in the order they apply: the flags
+    (``--cycles 7`` -> ``active.cycles=7``), then every ``--set``, so that ``--set`` wins."""
     overrides = []
     for flag, key in FLAG_KEYS.items():
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}" if not isinstance(value, str) else f"{key}={_quote(value)}")
-    cfg = load_config(config_cls, args.config, [*overrides, *args.overrides])
+    return [*overrides, *args.overrides]
+
+
+def build_parser(prog: str, description: str, config_cls: type, default_config: Path) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (set in the YAML file or with --set key=value; shown with their defaults):\n"
+               + "\n".join(describe_keys(config_cls))
+               + "\n\nexit codes: 0 done, 2 bad input (config, data, labels, run dir), 3 waiting for labels "
+                 "(labels.mode human: label what the message lists, then --resume), 75 run dir in use by "
+                 "another process, 130 interrupted"
+               + "\n\nseveral processes: start the same command under torchrun (e.g. torchrun --standalone "
+                 "--nproc_per_node 4 ...); batch sizes are global, only rank 0 writes the run dir "
+                 "(docs/distributed.md)")
+    parser.add_argument("--config", type=Path, default=default_config,
+                        help=f"experiment YAML (default: {default_config})")
+    add_run_flags(parser)
+    return parser
+
+
+def resolve(args: argparse.Namespace, config_cls: type[BaseConfig]) -> BaseConfig:
+    cfg = load_config(config_cls, args.config, overrides_from_args(args))
     data = getattr(cfg, "data", None)
     if data is not None and data.root is None and os.environ.get("TAVAAL_DATA_ROOT"):
         data.root = os.environ["TAVAAL_DATA_ROOT"]

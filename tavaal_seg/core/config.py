@@ -1,5 +1,6 @@
-"""Typed configuration: a YAML file, dotted ``key.path=value`` overrides, and validation whose
-errors name the file, the key and what was expected.
+"""Typed configuration: a YAML file and dotted ``key.path=value`` overrides, built into
+dataclasses whose errors name the file, the key and what was expected. This module imports
+nothing heavy; range and registry checks live in :mod:`core.validation`.
 
 The core owns the sections every task shares (``active``, ``train``, ``ranker``, ``vae``,
 ``eval``, ``logging``); an adapter subclasses :class:`BaseConfig` and adds its own ``data`` and
@@ -11,6 +12,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,6 +125,10 @@ class BaseConfig:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def validate_sections(self) -> None:
+        """Range checks of an adapter's own sections (``data``, ``model``); the core's sections
+        are checked by :func:`core.validation.validate_config`, which calls this last."""
 
 
 C = TypeVar("C")
@@ -243,23 +249,17 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
-def load_config(cls: type[C], path: Path | None, overrides: list[str] = ()) -> C:
-    """Read ``path`` (may be None: defaults), apply dotted overrides, build and validate."""
+def build_config(cls: type[C], path: Path | None, overrides: Sequence[str] = ()) -> C:
+    """Read ``path`` (may be None: defaults), apply dotted overrides and build ``cls``: types and
+    key names are checked here, ranges and registry names by :func:`core.validation.load_config`."""
     raw = read_yaml(path) if path is not None else {}
     for text in overrides:
         key_path, value = parse_override(text)
         set_dotted(raw, key_path, value)
     try:
-        cfg = from_dict(cls, raw)
+        return from_dict(cls, raw)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
-    validate = getattr(cfg, "validate", None)
-    if validate is not None:
-        try:
-            validate()
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}" if path else str(err)) from None
-    return cfg
 
 
 def to_dict(cfg: Any) -> dict:
@@ -273,48 +273,3 @@ def dump_yaml(cfg: Any) -> str:
 def require(condition: bool, key: str, expected: str, value: Any) -> None:
     if not condition:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
-
-
-def validate_core(cfg: BaseConfig) -> None:
-    """Range checks of the core sections; adapters call this from their ``validate``.
-
-    Names are checked against the registries themselves, so a new strategy, loss or schedule
-    needs no edit here.
-    """
-    from .export import check_export_options
-    from .ranker import RANK_LOSSES
-    from .strategies import STRATEGIES
-    from .training import OPTIMIZERS, SCHEDULES
-    from .vae import RANK_TRANSFORMS
-
-    def one_of(registry: typing.Mapping[str, Any]) -> str:
-        return "one of " + ", ".join(sorted(registry))
-
-    a, t, r, v = cfg.active, cfg.train, cfg.ranker, cfg.vae
-    require(a.strategy in STRATEGIES, "active.strategy", one_of(STRATEGIES), a.strategy)
-    require(a.initial > 0, "active.initial", "a positive number of images", a.initial)
-    require(a.budget > 0, "active.budget", "a positive number of images", a.budget)
-    require(a.cycles >= 1, "active.cycles", "at least 1", a.cycles)
-    require(a.subset > 0, "active.subset", "a positive number of images", a.subset)
-    require(t.epochs >= 1, "train.epochs", "at least 1", t.epochs)
-    require(t.batch_size >= 2, "train.batch_size", "at least 2 (the ranking loss pairs samples)", t.batch_size)
-    require(t.optimizer in OPTIMIZERS, "train.optimizer", one_of(OPTIMIZERS), t.optimizer)
-    require(t.schedule in SCHEDULES, "train.schedule", one_of(SCHEDULES), t.schedule)
-    require(t.lr > 0, "train.lr", "a positive learning rate", t.lr)
-    require(cfg.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda", cfg.device)
-    require(r.loss in RANK_LOSSES, "ranker.loss", one_of(RANK_LOSSES), r.loss)
-    require(0.0 <= r.detach_fraction <= 1.0, "ranker.detach_fraction", "a fraction in [0, 1]", r.detach_fraction)
-    require(len(v.size) == 2 and all(s >= 16 for s in v.size), "vae.size", "[H, W], each at least 16", v.size)
-    require(v.z_dim > 0 and v.width > 0, "vae.z_dim/vae.width", "positive values", (v.z_dim, v.width))
-    require(v.iterations is None or v.iterations >= 0, "vae.iterations", "null or >= 0", v.iterations)
-    require(v.vae_steps >= 1 and v.disc_steps >= 1, "vae.vae_steps/disc_steps", "at least 1", (v.vae_steps, v.disc_steps))
-    require(v.rank_transform in RANK_TRANSFORMS, "vae.rank_transform", one_of(RANK_TRANSFORMS), v.rank_transform)
-    require(cfg.distributed.timeout_s > 0, "distributed.timeout_s", "a positive number of seconds",
-            cfg.distributed.timeout_s)
-    require(not cfg.distributed.sync_bn or cfg.device != "cpu", "distributed.sync_bn",
-            "false with device cpu (SyncBatchNorm runs on CUDA only)", cfg.distributed.sync_bn)
-    require(cfg.labels.mode in LABEL_MODES, "labels.mode", " or ".join(LABEL_MODES), cfg.labels.mode)
-    try:
-        check_export_options(cfg.export.formats, cfg.export.uri_prefix)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None

@@ -403,10 +403,10 @@ class ActiveLearningRun:
             self._initial_selection()
             a = self.cfg.active
             for cycle in range(1, a.cycles + 1):
+                if self.state.cycle_complete(cycle, a.cycles, a.select_after_last):
+                    continue
                 wants_selection = cycle < a.cycles or a.select_after_last
                 record = self.state.cycle(cycle)
-                if record is not None and (record.selected or not wants_selection):
-                    continue
                 labeled = self.labeled_indices()
                 if record is None:
                     self._require_labels(cycle, labeled)

@@ -59,6 +59,17 @@ class RunState:
     def cycle(self, number: int) -> CycleRecord | None:
         return next((c for c in self.cycles if c.cycle == number), None)
 
+    def cycle_complete(self, number: int, cycles: int, select_after_last: bool) -> bool:
+        """Cycle ``number`` is trained and evaluated and, when the run selects after it (every cycle
+        but the last, and the last with ``select_after_last``), has its selection."""
+        record = self.cycle(number)
+        wants_selection = number < cycles or select_after_last
+        return record is not None and (record.selected or not wants_selection)
+
+    def finished(self, cycles: int, select_after_last: bool) -> bool:
+        """The one rule for a finished run: every cycle 1..``cycles`` complete."""
+        return all(self.cycle_complete(c, cycles, select_after_last) for c in range(1, cycles + 1))
+
     def add_selection(self, record: SelectionRecord) -> None:
         already = self.labeled
         dupes = [it.image_id for it in record.items if it.image_id in already]

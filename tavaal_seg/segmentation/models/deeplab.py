@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.runtime import read_state_dict
+from ...core.runtime import read_state_dict
 
 __all__ = ["DeepLabSeg", "deeplabv3", "deeplabv3plus", "DEEPLAB_DEFAULT_TAPS"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .core.config import BaseConfig, require, validate_core
+from ..core.config import BaseConfig, require
 
 
 @dataclass
@@ -43,11 +43,10 @@ class SegConfig(BaseConfig):
     data: SegDataConfig = field(default_factory=SegDataConfig)
     model: SegModelConfig = field(default_factory=SegModelConfig)
 
-    def validate(self) -> None:
+    def validate_sections(self) -> None:
         from .data import SEG_DATASETS
         from .models import SEG_MODELS
 
-        validate_core(self)
         d, m = self.data, self.model
         require(d.name in SEG_DATASETS, "data.name", "one of " + ", ".join(sorted(SEG_DATASETS)), d.name)
         require(m.name in SEG_MODELS, "model.name", "one of " + ", ".join(sorted(SEG_MODELS)), m.name)
@@ -70,7 +69,7 @@ class SegConfig(BaseConfig):
         require(m.width > 0, "model.width", "a positive multiplier", m.width)
         require(m.taps is None or len(m.taps) > 0, "model.taps", "null or a non-empty list", m.taps)
         try:
-            from .core.vae import vae_stage_count
+            from ..core.vae import vae_stage_count
 
             vae_stage_count(self.vae.size)
         except ValueError as err:

@@ -193,7 +193,7 @@ def write_street_scenes(
                 if not cv2.imwrite(str(gt_dir / f"{stem}_gtFine_labelIds.png"), label):
                     raise OSError(f"cv2.imwrite failed for {gt_dir / stem}")
         (tmp / "README.txt").write_text(
-            "SYNTHETIC procedurally generated street scenes in the Cityscapes layout (tavaal_seg.data."
+            "SYNTHETIC procedurally generated street scenes in the Cityscapes layout (tavaal_seg.segmentation.data."
             "synthetic). Not real data; not Cityscapes.\n")
         (tmp / _MARKER).write_text(json.dumps(params, sort_keys=True))
         try:

@@ -90,7 +90,7 @@ def discover_cityscapes(root: str | Path, split: str) -> list[SegItem]:
 
     Images ``leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png``; masks
     ``gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png`` (raw labelIds, mapped to
-    trainIds by :func:`~tavaal_seg.data.classes.cityscapes_table`). A missing mask gives
+    trainIds by :func:`~tavaal_seg.segmentation.data.classes.cityscapes_table`). A missing mask gives
     ``mask=None`` (an image awaiting labels). Note the official *test* split ships dummy masks.
     """
     root = _check_root(root, "Cityscapes")
@@ -195,7 +195,7 @@ def discover_folder(
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset kind: how to discover items, and its default class table (None: the user must
-    give class names, e.g. via :func:`~tavaal_seg.data.classes.folder_table`)."""
+    give class names, e.g. via :func:`~tavaal_seg.segmentation.data.classes.folder_table`)."""
 
     discover: Callable[..., list[SegItem]]
     default_table: Callable[[], ClassTable] | None
@@ -318,7 +318,7 @@ class SegmentationDataset(Dataset):
     """Image/mask pairs -> ``(image float32 C×H×W, mask int64 H×W, index)``.
 
     ``transform`` is an albumentations ``Compose`` called as ``transform(image=, mask=)`` that
-    ends in ``ToTensorV2`` (see :mod:`tavaal_seg.data.transforms`). Without one, the image is
+    ends in ``ToTensorV2`` (see :mod:`tavaal_seg.segmentation.data.transforms`). Without one, the image is
     returned scaled to [0, 1]. The index is returned so that per-sample losses/scores can be
     mapped back to items.
 

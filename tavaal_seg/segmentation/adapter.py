@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import SegConfig
-from .core.adapter import Pool, batch_slices, contiguous_part
-from .core.runtime import displayed_image_size
+from ..core.adapter import Pool, batch_slices, contiguous_part
+from ..core.runtime import displayed_image_size
 from .data import (SEG_DATASETS, ClassTable, SegItem, SegmentationDataset, build_eval_transform,
                    build_train_transform, folder_table, read_mask, reseed_transform, resized_uint8, seed_worker)
 from .metrics import ConfusionMatrixIoU

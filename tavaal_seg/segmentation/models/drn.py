@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.runtime import read_state_dict
+from ...core.runtime import read_state_dict
 
 __all__ = ["DRN", "DRNSeg", "drn_d_22", "drn_d_38", "DRN_LAYER_NAMES", "DRN_DEFAULT_TAPS"]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from .adapter import SegmentationAdapter
 from .config import SegConfig
-from .core.cli import main as run_main
-from .core.runtime import LOG
+from ..core.cli import main as run_main
+from ..core.runtime import LOG
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def make_adapter(cfg: SegConfig, data_root: Path) -> SegmentationAdapter:
