@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tavaal_seg.core.adapter import Pool, batch_slices, contiguous_part
+from tavaal_seg.core.tasks import Accuracy, per_sample_cross_entropy, predictive_entropy
 
 from .config import ClsConfig
 from .data import ClassificationData, DataRequest, load_dataset
@@ -133,13 +134,12 @@ class ClassificationAdapter:
             yield self._normalize(center_crop(test[idx], self.data.crop)), labels[idx]
 
     def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, reduction="none")
+        return per_sample_cross_entropy(logits, target)
 
     def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
-        logp = F.log_softmax(logits.float(), dim=1)
-        return -(logp.exp() * logp).sum(dim=1)
+        return predictive_entropy(logits)
 
-    def new_metric(self) -> "Accuracy":
+    def new_metric(self) -> Accuracy:
         return Accuracy(self.num_classes)
 
     def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
@@ -170,24 +170,3 @@ class ClassificationAdapter:
             self._labels[i] = index_of[v]
         self._on_device.clear()  # the device copy of the labels is stale now
 
-
-class Accuracy:
-    """Top-1 accuracy, with per-class accuracy for imbalanced data."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.correct = torch.zeros(num_classes, dtype=torch.long)
-        self.total = torch.zeros(num_classes, dtype=torch.long)
-
-    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        pred = logits.argmax(dim=1).cpu()
-        target = target.cpu()
-        n = len(self.total)
-        self.total += torch.bincount(target, minlength=n)
-        self.correct += torch.bincount(target[pred == target], minlength=n)
-
-    def merge(self, other: "Accuracy") -> None:
-        self.correct += other.correct
-        self.total += other.total
-
-    def compute(self) -> dict[str, float]:
-        return {"accuracy": float(self.correct.sum()) / max(1, int(self.total.sum()))}

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import SegConfig
+from .config import SegConfig, SegModelConfig
 from ..core.adapter import Pool, batch_slices, contiguous_part
 from ..core.runtime import displayed_image_size
+from ..core.tasks import per_sample_cross_entropy, predictive_entropy
 from .data import (SEG_DATASETS, ClassTable, SegItem, SegmentationDataset, build_eval_transform,
                    build_train_transform, folder_table, read_mask, reseed_transform, resized_uint8, seed_worker)
 from .metrics import ConfusionMatrixIoU
@@ -35,6 +37,21 @@ def class_table(cfg: SegConfig) -> ClassTable:
             raise ValueError(f"data.classes: the {d.name} dataset needs a list of class names")
         return folder_table(d.classes, ignore_index=d.ignore_index)
     return spec.default_table(ignore_index=d.ignore_index)  # type: ignore[call-arg]
+
+
+def _deeplab_kwargs(m: SegModelConfig) -> dict[str, Any]:
+    return {"encoder_name": m.encoder, "encoder_output_stride": m.output_stride,
+            "decoder_channels": m.decoder_channels, "encoder_weights_path": m.weights}
+
+
+def _generic_kwargs(m: SegModelConfig) -> dict[str, Any]:
+    return {"width": m.width, "weights": m.weights}
+
+
+# The model section as builder keywords: DeepLab takes its encoder keys; DRN and every
+# registered model take width and weights (plus taps when set, for all).
+MODEL_KWARGS: Mapping[str, Callable[[SegModelConfig], dict[str, Any]]] = types.MappingProxyType({
+    "deeplabv3": _deeplab_kwargs, "deeplabv3plus": _deeplab_kwargs})
 
 
 class SegmentationAdapter:
@@ -82,12 +99,7 @@ class SegmentationAdapter:
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        kwargs: dict = {}
-        if m.name.startswith("drn"):
-            kwargs.update(width=m.width, weights=m.weights)
-        else:
-            kwargs.update(encoder_name=m.encoder, encoder_output_stride=m.output_stride,
-                          decoder_channels=m.decoder_channels, encoder_weights_path=m.weights)
+        kwargs = MODEL_KWARGS.get(m.name, _generic_kwargs)(m)
         if m.taps is not None:
             kwargs["taps"] = list(m.taps)
         return build_seg_model(m.name, self.num_classes, **kwargs)
@@ -134,14 +146,11 @@ class SegmentationAdapter:
     def per_sample_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over each image's valid (non-ignore) pixels; 0 for an image
         with no valid pixel."""
-        pixel = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")
-        valid = (target != self.ignore_index).flatten(1).sum(1)
-        return pixel.flatten(1).sum(1) / valid.clamp(min=1).to(pixel.dtype)
+        return per_sample_cross_entropy(logits, target, self.ignore_index)
 
     def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:
         """Mean pixel entropy of the softmax per image."""
-        logp = F.log_softmax(logits.float(), dim=1)
-        return -(logp.exp() * logp).sum(dim=1).flatten(1).mean(1)
+        return predictive_entropy(logits)
 
     def new_metric(self) -> ConfusionMatrixIoU:
         return ConfusionMatrixIoU(self.num_classes, self.ignore_index, self.table.names)
