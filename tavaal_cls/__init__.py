@@ -5,10 +5,10 @@ from tavaal_seg.core.adapter import TaskSpec
 from .adapter import ClassificationAdapter
 from .config import ClsConfig
 from .data import CLS_DATASETS, load_dataset
-from .models import CLS_MODELS, build_cls_model
+from .models import CLS_MODELS, build_cls_model, register_cls_model
 
 TASK = TaskSpec(name="cls", metric_name=ClassificationAdapter.metric_name, datasets=CLS_DATASETS,
                 cli="tavaal_cls.cli", tool="al_cls.py")
 
 __all__ = ["CLS_DATASETS", "CLS_MODELS", "ClassificationAdapter", "ClsConfig", "TASK", "build_cls_model",
-           "load_dataset"]
+           "load_dataset", "register_cls_model"]

@@ -1,7 +1,6 @@
 """Classification task models whose forward returns ``(logits, tapped feature maps)``."""
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from tavaal_seg.core.registry import Registry
 from tavaal_seg.core.runtime import read_state_dict
 
 
@@ -82,10 +82,22 @@ class TorchvisionResNet18(nn.Module):
         return n.fc(torch.flatten(n.avgpool(f4), 1)), [f1, f2, f3, f4]
 
 
-CLS_MODELS: types.MappingProxyType[str, Callable[[int, float], nn.Module]] = types.MappingProxyType({
-    "resnet18_cifar": CifarResNet18,
-    "resnet18": TorchvisionResNet18,
-})
+# builder(num_classes, width) -> a model whose forward returns (logits, tapped feature maps) and
+# whose tap_channels lists their channels
+ClsModelBuilder = Callable[[int, float], nn.Module]
+CLS_MODELS: Registry[ClsModelBuilder] = Registry("classification model", "model.name", "register_cls_model", (
+    ("resnet18_cifar", CifarResNet18),
+    ("resnet18", TorchvisionResNet18),
+))
+
+
+def register_cls_model(name: str, builder: ClsModelBuilder | None = None, *,
+                       replace: bool = False) -> ClsModelBuilder | Callable[[ClsModelBuilder], ClsModelBuilder]:
+    """Add a classification model: ``builder(num_classes, width)`` returns an ``nn.Module`` whose
+    forward gives ``(logits B×C, [tapped feature maps])`` and whose ``tap_channels`` lists the maps'
+    channels (wrap any classifier with :func:`tavaal_seg.tap_layers`). Usable as a decorator;
+    ``model.name: NAME`` then builds it (``model.weights`` loads a local state dict into it)."""
+    return CLS_MODELS.register(name, builder, replace=replace)
 
 
 def load_local_weights(model: nn.Module, path: str | Path) -> None:
@@ -107,9 +119,7 @@ def load_local_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def build_cls_model(name: str, num_classes: int, width: float = 1.0, weights: str | None = None) -> nn.Module:
-    if name not in CLS_MODELS:
-        raise ValueError(f"model.name: unknown model {name!r}; choose one of {', '.join(sorted(CLS_MODELS))}")
-    model = CLS_MODELS[name](num_classes, width)
+    model = CLS_MODELS.lookup(name)(num_classes, width)
     if weights:
         load_local_weights(model, weights)
     return model

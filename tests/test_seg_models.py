@@ -2,12 +2,12 @@
 registry, tap selection, and local weight loading."""
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
+from tavaal_seg.core.registry import Registry
 from tavaal_seg.segmentation.models import SEG_MODELS, DeepLabSeg, DRNSeg, SegModel, build_seg_model
 
 CASES = {
@@ -69,7 +69,7 @@ def test_gradients_reach_backbone_through_taps() -> None:
 
 
 def test_registry_and_tap_selection() -> None:
-    assert isinstance(SEG_MODELS, types.MappingProxyType)
+    assert isinstance(SEG_MODELS, Registry) and not hasattr(SEG_MODELS, "__setitem__")
     assert set(SEG_MODELS) == {"deeplabv3", "deeplabv3plus", "drn_d_22", "drn_d_38"}
     with pytest.raises(ValueError, match="drn_d_22"):
         build_seg_model("unet9000", 3)

@@ -18,6 +18,7 @@ from .labels import LabelsNeeded
 from .lock import RunDirLocked
 from .loop import ActiveLearningRun, RunDirError
 from .runtime import LOG, resolve_device, setup_logging
+from .strategies import STRATEGIES
 
 # 3: human mode waits for labels (not an error: label, then --resume); 75: sysexits' EX_TEMPFAIL
 EXIT_OK, EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_RUN_DIR_BUSY, EXIT_INTERRUPTED = 0, 2, 3, 75, 130
@@ -57,7 +58,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--labels", dest="label_files", type=Path, action="append", default=[], metavar="CSV",
                         help="labels.mode human, classification: import an image_id,label CSV of delivered labels "
                              "before resuming (repeatable; stored in the run dir)")
-    parser.add_argument("--strategy", help="random | entropy | coreset | lloss | vaal | tavaal (active.strategy)")
+    parser.add_argument("--strategy", help=" | ".join(STRATEGIES) + " (active.strategy; register_strategy adds more)")
     parser.add_argument("--cycles", type=int, help="train/evaluate rounds (active.cycles)")
     parser.add_argument("--initial", type=int, help="images labeled at random before cycle 1 (active.initial)")
     parser.add_argument("--budget", type=int, help="images selected per cycle (active.budget)")

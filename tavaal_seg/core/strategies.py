@@ -2,7 +2,6 @@
 how it scores the unlabeled subset; the cycle loop does the rest the same way for all."""
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from .adapter import TaskAdapter
 from .config import BaseConfig
 from .distributed import Distributed
 from .ranker import LossRanker
+from .registry import Registry
 from .runtime import Precision
 from .training import PassOutputs, discriminator_logits, model_pass, train_vae, transform_rank
 
@@ -155,8 +155,8 @@ def _adversarial(ctx: SelectionContext, conditioned: bool) -> Selection:
     return Selection(items, 1.0 / (1.0 + np.exp(-scores)), torch.sigmoid(logits.double()).cpu().numpy())
 
 
-STRATEGIES: types.MappingProxyType[str, Strategy] = types.MappingProxyType({
-    s.name: s for s in (
+STRATEGIES: Registry[Strategy] = Registry("strategy", "active.strategy", "register_strategy", (
+    (s.name, s) for s in (
         Strategy("random", False, "random priority in [0, 1) (higher first)", _random),
         Strategy("entropy", False, "predictive entropy (higher first)", _entropy),
         Strategy("coreset", False, "distance to the nearest labeled/picked feature when picked", _coreset),
@@ -164,11 +164,24 @@ STRATEGIES: types.MappingProxyType[str, Strategy] = types.MappingProxyType({
         Strategy("vaal", False, "discriminator P(labeled) (lower first)", lambda ctx: _adversarial(ctx, False)),
         Strategy("tavaal", True, "discriminator P(labeled | mu, r) (lower first)", lambda ctx: _adversarial(ctx, True)),
     )
-})
+))
+
+
+def register_strategy(name: str, select: SelectFn | None = None, *, score_meaning: str, trains_ranker: bool = False,
+                      replace: bool = False) -> SelectFn | Callable[[SelectFn], SelectFn]:
+    """Add a selection strategy: ``select(ctx: SelectionContext) -> Selection`` picks
+    ``ctx.budget`` of ``ctx.candidates``. Usable as a decorator (``select`` omitted). From then on
+    ``active.strategy``, ``--strategy``, :func:`get_strategy` and :func:`tavaal_seg.select` accept
+    ``name``. ``trains_ranker``: the task model is trained with a loss-ranking head, passed as
+    ``ctx.ranker``. ``score_meaning`` says what a selected item's score is (shown in docs and
+    plots). Returns ``select`` (so a decorated function stays a plain function)."""
+
+    def add(fn: SelectFn) -> SelectFn:
+        STRATEGIES.register(name, Strategy(name, trains_ranker, score_meaning, fn), replace=replace)
+        return fn
+
+    return add if select is None else add(select)
 
 
 def get_strategy(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}") from None
+    return STRATEGIES.lookup(name)

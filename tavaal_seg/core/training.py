@@ -177,6 +177,7 @@ class PassOutputs:
     rank: torch.Tensor | None = None          # ranker output r (raw)
     uncertainty: torch.Tensor | None = None   # predictive entropy
     embedding: torch.Tensor | None = None     # pooled last tapped feature map
+    features: torch.Tensor | None = None      # every tapped map pooled, concatenated (N × sum of tap channels)
 
 
 @torch.inference_mode()
@@ -206,6 +207,8 @@ def model_pass(model: nn.Module, ranker: LossRanker | None, adapter: TaskAdapter
             parts["uncertainty"].append(adapter.uncertainty(logits.float()).cpu())
         if "embedding" in want:
             parts["embedding"].append(pool_features(feats[-1]).cpu())
+        if "features" in want:
+            parts["features"].append(torch.cat([pool_features(f) for f in feats], dim=1).cpu())
     out = PassOutputs(indices=all_indices)
     for key, chunks in sorted(parts.items()):  # same key order on every rank: one collective each
         setattr(out, key, _gather_rows(chunks, dist))
@@ -272,6 +275,9 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
     drawn identically on every rank, of which each rank takes its strided share."""
     v = cfg.vae
     batch = v.batch_size
+    if len(images_l) == 0 or len(images_u) == 0:
+        raise ValueError(f"the VAE and discriminator learn labeled vs unlabeled images; got {len(images_l)} labeled "
+                         f"and {len(images_u)} unlabeled")
     if dist.enabled and min(batch, len(images_l), len(images_u)) < dist.world_size:
         raise ValueError(f"vae.batch_size {batch} (global) over {len(images_l)} labeled and {len(images_u)} subset "
                          f"images leaves a rank of {dist.world_size} without images; raise vae.batch_size or use fewer "

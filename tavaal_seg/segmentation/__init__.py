@@ -5,10 +5,10 @@ from .adapter import SegmentationAdapter
 from .config import SegConfig
 from .data import SEG_DATASETS, write_street_scenes
 from .metrics import ConfusionMatrixIoU
-from .models import SEG_MODELS, build_seg_model
+from .models import SEG_MODELS, build_seg_model, register_seg_model
 
 TASK = TaskSpec(name="seg", metric_name=SegmentationAdapter.metric_name, datasets=SEG_DATASETS,
                 cli="tavaal_seg.segmentation.cli", tool="al_seg.py")
 
 __all__ = ["ConfusionMatrixIoU", "SEG_DATASETS", "SEG_MODELS", "SegConfig", "SegmentationAdapter", "TASK",
-           "build_seg_model", "write_street_scenes"]
+           "build_seg_model", "register_seg_model", "write_street_scenes"]

@@ -3,17 +3,17 @@ logits B×C×H×W at the input resolution, and ``feats`` the tapped feature maps
 head reads; ``model.tap_channels`` lists their channels without a forward pass."""
 from __future__ import annotations
 
-import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ...core.registry import Registry
 from .deeplab import DEEPLAB_DEFAULT_TAPS, DeepLabSeg, deeplabv3, deeplabv3plus, load_encoder_weights
 from .drn import DRN, DRN_DEFAULT_TAPS, DRN_LAYER_NAMES, DRNSeg, drn_d_22, drn_d_38, load_drn_weights
 
 __all__ = [
-    "SegModel", "SEG_MODELS", "build_seg_model",
+    "SegModel", "SEG_MODELS", "build_seg_model", "register_seg_model",
     "DeepLabSeg", "deeplabv3", "deeplabv3plus", "load_encoder_weights", "DEEPLAB_DEFAULT_TAPS",
     "DRN", "DRNSeg", "drn_d_22", "drn_d_38", "load_drn_weights", "DRN_DEFAULT_TAPS", "DRN_LAYER_NAMES",
 ]
@@ -32,18 +32,27 @@ class SegModel(Protocol):
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
 
-SEG_MODELS: Mapping[str, Callable[..., Any]] = types.MappingProxyType({
-    "deeplabv3": deeplabv3,
-    "deeplabv3plus": deeplabv3plus,
-    "drn_d_22": drn_d_22,
-    "drn_d_38": drn_d_38,
-})
+# builder(num_classes, **kwargs) -> a SegModel; the adapter passes the model section's keys
+# (see SegmentationAdapter.build_model)
+SegModelBuilder = Callable[..., torch.nn.Module]
+SEG_MODELS: Registry[SegModelBuilder] = Registry("segmentation model", "model.name", "register_seg_model", (
+    ("deeplabv3", deeplabv3),
+    ("deeplabv3plus", deeplabv3plus),
+    ("drn_d_22", drn_d_22),
+    ("drn_d_38", drn_d_38),
+))
+
+
+def register_seg_model(name: str, builder: SegModelBuilder | None = None, *,
+                       replace: bool = False) -> SegModelBuilder | Callable[[SegModelBuilder], SegModelBuilder]:
+    """Add a segmentation model: ``builder(num_classes, **kwargs)`` returns a :class:`SegModel`
+    (forward gives ``(logits B×C×H×W at the input size, [tapped feature maps])``; ``tap_channels``
+    lists the maps' channels). Usable as a decorator; ``model.name: NAME`` then builds it with
+    ``width=model.width, weights=model.weights`` (and ``taps=model.taps`` when set), so a builder
+    should take ``**kwargs`` for keys it ignores."""
+    return SEG_MODELS.register(name, builder, replace=replace)
 
 
 def build_seg_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
     """Build a registered model by name; kwargs go to the builder (see each model's docs)."""
-    try:
-        builder = SEG_MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown segmentation model {name!r}; valid names: {sorted(SEG_MODELS)}") from None
-    return builder(num_classes, **kwargs)
+    return SEG_MODELS.lookup(name)(num_classes, **kwargs)
