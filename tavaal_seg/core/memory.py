@@ -22,8 +22,8 @@ VAEView = Callable[[torch.Tensor], torch.Tensor]  # a batch as stored -> uint8 N
 
 
 class _Source:
-    """Items of a tensor (N×…) or a map-style dataset, with targets from a tensor, from the
-    dataset's ``(image, target)`` items, or none (unlabeled)."""
+    """Items of a tensor (N×…) or a map-style dataset (items: an image, ``(image,)`` or
+    ``(image, target, ...)``), with targets from a tensor, from the items, or none (unlabeled)."""
 
     def __init__(self, images: Any, targets: Any = None) -> None:
         if not hasattr(images, "__getitem__") or not hasattr(images, "__len__"):
@@ -31,8 +31,9 @@ class _Source:
         self.images, self.targets = images, None if targets is None else torch.as_tensor(targets)
         if self.targets is not None and len(self.targets) != len(images):
             raise ValueError(f"{len(self.targets)} targets for {len(images)} images")
-        self.paired = (not isinstance(images, torch.Tensor) and len(images) > 0
-                       and isinstance(images[0], (tuple, list)))
+        first = images[0] if not isinstance(images, torch.Tensor) and len(images) > 0 else None
+        self.tupled = isinstance(first, (tuple, list))  # (image,) or (image, target, ...) items
+        self.paired = self.tupled and len(first) >= 2  # type: ignore[arg-type]
         if self.paired and self.targets is not None:
             raise ValueError("targets: the dataset's items already carry (image, target)")
         self.has_targets = self.paired or self.targets is not None
@@ -49,7 +50,7 @@ class _Source:
             if self.paired:
                 return (torch.stack([torch.as_tensor(item[0]) for item in items]),
                         torch.stack([torch.as_tensor(item[1]) for item in items]))
-            x = torch.stack([torch.as_tensor(item) for item in items])
+            x = torch.stack([torch.as_tensor(item[0] if self.tupled else item) for item in items])
         return x, None if self.targets is None else self.targets[torch.as_tensor(idx)]
 
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 IGNORE_NONE = -100  # torch's default ignore_index: no class value is ignored
 
 
-def per_sample_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_NONE) -> torch.Tensor:
+def per_sample_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                             ignore_index: int = IGNORE_NONE) -> torch.Tensor:
     """Cross-entropy per sample (B,): one target per sample (logits B×C), or the mean over each
     sample's valid target positions (logits B×C×H×W); 0 for a sample with no valid position."""
     loss = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
