@@ -1,6 +1,5 @@
 """ClassificationAdapter against the adapter contract (tests/adapter_contract.py)."""
 from adapter_contract import AdapterContract
-
 from helpers import tiny_adapter, tiny_config
 
 

@@ -1,8 +1,8 @@
 """InMemoryAdapter (tensors, a torchvision model tapped by hooks) against the adapter contract."""
 import torch
 import torchvision
-from adapter_contract import AdapterContract
 
+from adapter_contract import AdapterContract
 from tavaal_seg import InMemoryAdapter, tap_layers
 from tavaal_seg.core.config import BaseConfig
 from tavaal_seg.core.validation import load_config

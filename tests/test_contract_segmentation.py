@@ -1,6 +1,5 @@
 """SegmentationAdapter against the adapter contract (tests/adapter_contract.py)."""
 from adapter_contract import AdapterContract
-
 from tavaal_seg.core.validation import load_config
 from tavaal_seg.segmentation import SegConfig, SegmentationAdapter, write_street_scenes
 

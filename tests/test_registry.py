@@ -12,13 +12,12 @@ from torch import nn
 import tavaal_cls
 import tavaal_seg
 import tavaal_seg.segmentation as seg
+from helpers import tiny_adapter, tiny_config
 from tavaal_cls.cli import main as cls_main
 from tavaal_seg.core.config import BaseConfig, ConfigError
 from tavaal_seg.core.registry import Registry
 from tavaal_seg.core.strategies import STRATEGIES, Selection, get_strategy, top_k
 from tavaal_seg.core.validation import load_config
-
-from helpers import tiny_adapter, tiny_config
 
 
 @contextlib.contextmanager
