@@ -23,7 +23,9 @@ def _args(root, run_dir, strategy="tavaal", *extra):
             "--epochs", "1", "--device", "cpu", *TINY, *extra]
 
 
-@pytest.mark.parametrize("strategy", ["random", "entropy", "coreset", "lloss", "vaal", "tavaal"])
+@pytest.mark.parametrize("strategy", ["random", "entropy", "coreset", "lloss",
+                                      pytest.param("vaal", marks=pytest.mark.slow),
+                                      pytest.param("tavaal", marks=pytest.mark.slow)])
 def test_two_cycles_on_real_cifar10_write_every_output(cifar10_jpg_root, tmp_path, strategy):
     run = tmp_path / "run"
     assert main(_args(cifar10_jpg_root, run, strategy)) == 0
@@ -48,7 +50,7 @@ def _selections(run: Path) -> dict:
     return {"labeled": state["labeled"], "selections": state["selections"]}
 
 
-@pytest.mark.parametrize("where", ["vae", "train"])
+@pytest.mark.parametrize("where", ["vae", pytest.param("train", marks=pytest.mark.slow)])
 def test_resume_after_interruption_equals_uninterrupted_run(cifar10_jpg_root, tmp_path, monkeypatch, where):
     extra = ["--cycles", "3"]
     straight = tmp_path / "straight"

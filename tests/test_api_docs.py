@@ -4,8 +4,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 import tavaal_cls
 import tavaal_seg.segmentation as seg
 from tavaal_seg.core.strategies import STRATEGIES
@@ -17,7 +15,6 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", text, flags=re.S | re.M)
 
 
-@pytest.mark.slow
 def test_api_doc_examples_run(tmp_path, monkeypatch):
     blocks = python_blocks(DOC.read_text(encoding="utf-8"))
     assert len(blocks) >= 7

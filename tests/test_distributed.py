@@ -109,6 +109,7 @@ def test_more_processes_than_gpus_is_refused_naming_local_rank(monkeypatch):
 
 # ---------------------------------------------------------------- sharded scoring under torchrun
 
+@pytest.mark.slow
 def test_sharded_scoring_returns_exactly_the_single_process_scores(tmp_path):
     worker = REPO / "tests" / "dist_worker.py"
     single = subprocess.run([sys.executable, str(worker), str(tmp_path / "one.pt")], cwd=REPO, env=_env(),
@@ -172,6 +173,7 @@ def test_two_process_runs_are_reproducible(straight, folder_root, tmp_path):
     assert run_outcome(tmp_path / "run") == run_outcome(straight[0])
 
 
+@pytest.mark.slow
 def test_killing_one_rank_ends_the_run_and_resume_continues_it(straight, folder_root, tmp_path):
     run = tmp_path / "run"
     start = time.monotonic()
@@ -186,6 +188,7 @@ def test_killing_one_rank_ends_the_run_and_resume_continues_it(straight, folder_
     assert not list(run.rglob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_resume_with_another_number_of_processes(folder_root, tmp_path):
     run = tmp_path / "run"
     killed = _driver(2, "train", 5, _args(folder_root, run), KILL_RANK="0")  # rank 0 dies in cycle 2's training
@@ -222,6 +225,7 @@ def test_without_torchrun_a_dead_peer_fails_the_survivor_instead_of_hanging(fold
     assert "Traceback" in procs[0].stderr.read()
 
 
+@pytest.mark.slow
 def test_human_mode_under_torchrun_waits_once_and_imports_labels_on_resume(folder_root, tmp_path):
     run = tmp_path / "run"
     args = _args(folder_root, run, "--set", "labels.mode=human", "--cycles", "2")
@@ -252,6 +256,7 @@ def test_an_error_in_a_rank_0_step_ends_every_rank_with_one_message(straight, fo
     assert (straight[0] / "state.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_two_nodes_through_the_c10d_rendezvous_reproduce_the_one_node_run(straight, folder_root, tmp_path):
     """Multi-node as torchrun does it: two agents (one per "node", here on one machine) meet at a
     c10d rendezvous endpoint; same world size, so the same run as one node with 2 processes."""

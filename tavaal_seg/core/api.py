@@ -190,7 +190,7 @@ def select(model: nn.Module, unlabeled: Any, budget: int, *, strategy: str, labe
         net = TappedModule(model)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(resolve_device(device) if isinstance(device, str) else device)
+    device = resolve_device("auto") if device == "auto" else torch.device(device)
     n_labeled = 0 if labeled is None else len(labeled)
     adapter = InMemoryAdapter(labeled if labeled is not None else torch.empty(0), labeled_targets,
                               unlabeled=unlabeled, ignore_index=ignore_index, vae_view=vae_view)
