@@ -39,7 +39,8 @@ def test_entropy_selection_is_the_core_score_in_order(data):
     with torch.no_grad():
         entropy = predictive_entropy(model(unlabeled)).numpy()
     assert result.indices.tolist() == np.argsort(-entropy, kind="stable")[:7].tolist()
-    assert np.allclose(result.candidate_scores, entropy, atol=1e-6) and np.allclose(result.scores, entropy[result.indices])
+    assert np.allclose(result.candidate_scores, entropy, atol=1e-6)
+    assert np.allclose(result.scores, entropy[result.indices])
     assert result.strategy == "entropy" and "entropy" in result.score_meaning
 
 
@@ -105,7 +106,7 @@ def test_tap_layers_names_and_channels():
         tavaal_seg.tap_layers(model, ["body.9"])
     tapped = tavaal_seg.tap_layers(model, ["body.3", "body.1"])
     with pytest.raises(RuntimeError, match="after the first forward"):
-        tapped.tap_channels
+        _ = tapped.tap_channels
     logits, feats = tapped(torch.zeros(2, 3, 8, 8))
     assert logits.shape == (2, 3) and tapped.tap_channels == [16, 8] and [f.shape[1] for f in feats] == [16, 8]
     model(torch.zeros(1, 3, 8, 8))
