@@ -120,7 +120,10 @@ def test_bad_calls_are_explained(data):
     labeled, targets, unlabeled = data
     model = Net()
     with pytest.raises(ValueError, match="budget 51 is larger than the 50 unlabeled items"):
-        tavaal_seg.select(model, unlabeled, 51, strategy="random")
+        tavaal_seg.select(model, unlabeled, 51, strategy="random", taps=["body.3"])
+    assert not model.body[3]._forward_hooks  # a refused call leaves no hook behind
+    with pytest.raises(ValueError, match="scoring needs embedding from tapped feature maps, and the model taps none"):
+        tavaal_seg.select(model, unlabeled, 5, strategy="coreset", labeled=labeled)
     with pytest.raises(ValueError, match="reads a loss ranker: pass ranker=..., or labeled items with targets"):
         tavaal_seg.select(model, unlabeled, 5, strategy="lloss", labeled=labeled, taps=["body.3"])
     with pytest.raises(ValueError, match="learn labeled vs unlabeled images; got 0 labeled"):

@@ -182,12 +182,6 @@ def select(model: nn.Module, unlabeled: Any, budget: int, *, strategy: str, labe
     cfg = config if config is not None else load_config(BaseConfig, None, overrides)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
         raise ValueError(f"budget: expected a positive number of items, got {budget!r}")
-    if taps is not None:
-        net: nn.Module = TappedModule(model, taps)
-    elif hasattr(model, "tap_channels"):
-        net = model  # forward already gives (logits, feats)
-    else:
-        net = TappedModule(model)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = resolve_device("auto") if device == "auto" else torch.device(device)
@@ -205,6 +199,12 @@ def select(model: nn.Module, unlabeled: Any, budget: int, *, strategy: str, labe
     generator = torch.Generator().manual_seed(seed)
     labeled_idx = np.arange(n_labeled, dtype=np.int64)
     was_training = model.training
+    if taps is not None:
+        net: nn.Module = TappedModule(model, taps)
+    elif hasattr(model, "tap_channels"):
+        net = model  # forward already gives (logits, feats)
+    else:
+        net = TappedModule(model)
     try:
         with _seeded(seed, device):
             if chosen.trains_ranker and ranker is None:

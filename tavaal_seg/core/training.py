@@ -201,6 +201,9 @@ def model_pass(model: nn.Module, ranker: LossRanker | None, adapter: TaskAdapter
                       cfg.logging.log_every if dist.is_main else None):
         with precision.autocast():
             logits, feats = model(x)
+            if not feats and want & {"rank", "embedding", "features"}:
+                raise ValueError(f"scoring needs {', '.join(sorted(want))} from tapped feature maps, and the model taps "
+                                 "none (wrap it with tap_layers, or pass taps= to select)")
             if "rank" in want:
                 parts["rank"].append(ranker(feats).float().cpu())
         if "uncertainty" in want:
