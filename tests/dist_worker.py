@@ -16,12 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import tiny_adapter, tiny_config  # noqa: E402
-
 from tavaal_seg.core.distributed import init_distributed  # noqa: E402
 from tavaal_seg.core.ranker import LossRanker  # noqa: E402
 from tavaal_seg.core.runtime import Precision  # noqa: E402
-from tavaal_seg.core.training import (discriminator_logits, evaluate, model_pass, train_vae,  # noqa: E402
-                                      true_losses)
+from tavaal_seg.core.training import discriminator_logits, evaluate, model_pass, train_vae, true_losses  # noqa: E402
 from tavaal_seg.core.vae import ConditionalVAE, Discriminator  # noqa: E402
 
 

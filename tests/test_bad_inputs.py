@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tavaal_cls.cli import main as cls_main
-from tavaal_seg.segmentation.cli import main as seg_main
 from tavaal_seg.core.cli import EXIT_BAD_INPUT, EXIT_OK
+from tavaal_seg.segmentation.cli import main as seg_main
 
 REPO = Path(__file__).resolve().parents[1]
 

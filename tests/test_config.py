@@ -1,6 +1,6 @@
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from tavaal_cls.config import ClsConfig
 from tavaal_seg.core.config import BaseConfig, ConfigError, read_yaml

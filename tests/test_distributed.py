@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from helpers import REPO, run_outcome, tiny_adapter, tiny_config, tiny_run_args, write_image_folder
-
 from tavaal_seg.core.adapter import batch_slices
 from tavaal_seg.core.distributed import Distributed, launched_world
+
 KILL_DRIVER = REPO / "tests" / "kill_driver.py"
 
 

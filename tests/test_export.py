@@ -13,8 +13,17 @@ import pytest
 import yaml
 from PIL import Image
 
-from tavaal_seg.core.export import (CSV_COLUMNS, EXPORTERS, ExportContext, check_export_options, export_path,
-                                    export_selection, item_uri, render_export, write_export)
+from tavaal_seg.core.export import (
+    CSV_COLUMNS,
+    EXPORTERS,
+    ExportContext,
+    check_export_options,
+    export_path,
+    export_selection,
+    item_uri,
+    render_export,
+    write_export,
+)
 from tavaal_seg.core.export_cli import main
 from tavaal_seg.core.state import RunState, SelectedItem, SelectionRecord
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from tavaal_cls.cli import main as cls_main
-from tavaal_seg.segmentation.cli import main as seg_main
 from tavaal_seg.core.cli import EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_OK
+from tavaal_seg.segmentation.cli import main as seg_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_VAE = ["--set", "vae.iterations=2", "--set", "vae.batch_size=8", "--set", "vae.z_dim=8",
@@ -183,8 +183,8 @@ def _initial_list(tmp_path: Path) -> Path:
 
 
 def test_exclude_list_keeps_ids_out_of_every_selection(tmp_path):
-    from tests.helpers import tiny_adapter, tiny_config
     from tavaal_seg.core import run_active_learning
+    from tests.helpers import tiny_adapter, tiny_config
 
     exclude = tmp_path / "broken.txt"
     exclude.write_text("".join(f"img{i:04d}\n" for i in range(0, 80, 2)), encoding="utf-8")  # half the pool
@@ -195,8 +195,8 @@ def test_exclude_list_keeps_ids_out_of_every_selection(tmp_path):
 
 
 def test_id_lists_with_unknown_or_duplicate_ids_are_refused(tmp_path):
-    from tests.helpers import tiny_adapter, tiny_config
     from tavaal_seg.core import ActiveLearningRun, ConfigError
+    from tests.helpers import tiny_adapter, tiny_config
 
     unknown = tmp_path / "unknown.txt"
     unknown.write_text("img0001\nno-such-image\n", encoding="utf-8")

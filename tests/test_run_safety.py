@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_outcome, tiny_run_args, write_image_folder
 
+from helpers import REPO, run_outcome, tiny_run_args, write_image_folder
 from tavaal_cls.cli import main
 from tavaal_seg.core.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_DIR_BUSY
 

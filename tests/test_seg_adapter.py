@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from tavaal_seg.core.adapter import shuffled_batches
+from tavaal_seg.core.config import ConfigError
+from tavaal_seg.core.runtime import Precision
+from tavaal_seg.core.validation import load_config
 from tavaal_seg.segmentation import adapter as adapter_module
 from tavaal_seg.segmentation.adapter import SegmentationAdapter
 from tavaal_seg.segmentation.config import SegConfig
-from tavaal_seg.core.adapter import shuffled_batches
-from tavaal_seg.core.config import ConfigError
-from tavaal_seg.core.validation import load_config
-from tavaal_seg.core.runtime import Precision
 from tavaal_seg.segmentation.data import write_street_scenes
 from tavaal_seg.segmentation.metrics import ConfusionMatrixIoU
 

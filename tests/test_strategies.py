@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_adapter, tiny_config
 from tavaal_seg.core import strategies as strat
 from tavaal_seg.core.ranker import LossRanker
 from tavaal_seg.core.runtime import Precision
 from tavaal_seg.core.strategies import STRATEGIES, SelectionContext, StreamingTopK, k_center_greedy
-
-from helpers import tiny_adapter, tiny_config
 
 
 def _context(name: str, seed: int = 0) -> SelectionContext:

@@ -148,8 +148,8 @@ def test_run_phase(tmp_path: Path) -> None:
 
 
 def test_command_is_what_the_al_tools_accept(tmp_path: Path) -> None:
-    from tavaal_seg.segmentation.config import SegConfig
     from tavaal_seg.core.cli import build_parser
+    from tavaal_seg.segmentation.config import SegConfig
 
     command = runner.build_command("seg", Path("configs/camvid.yaml"), "tavaal", 2, tmp_path / "r", True,
                                   ["--data-root", "D", "--cycles", "5", "--set", "model.width=0.125"])

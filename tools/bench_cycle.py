@@ -18,8 +18,8 @@ import os
 import platform
 import resource
 import sys
-import types
 import time
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,13 +28,19 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tavaal_seg.core.validation import load_config  # noqa: E402
 from tavaal_seg.core.distributed import init_distributed  # noqa: E402
 from tavaal_seg.core.ranker import LossRanker  # noqa: E402
 from tavaal_seg.core.runtime import Precision, resolve_device, seed_everything  # noqa: E402
+from tavaal_seg.core.training import (  # noqa: E402
+    discriminator_logits,
+    model_pass,
+    prepare_model,
+    train_task_model,
+    train_vae,
+    transform_rank,
+)
 from tavaal_seg.core.vae import ConditionalVAE, Discriminator  # noqa: E402
-from tavaal_seg.core.training import (discriminator_logits, model_pass, prepare_model, train_task_model,  # noqa: E402
-                                      train_vae, transform_rank)
+from tavaal_seg.core.validation import load_config  # noqa: E402
 
 
 def _classification():
@@ -45,8 +51,7 @@ def _classification():
 
 
 def _segmentation():
-    from tavaal_seg.segmentation import SegmentationAdapter
-    from tavaal_seg.segmentation import SegConfig
+    from tavaal_seg.segmentation import SegConfig, SegmentationAdapter
 
     return SegConfig, SegmentationAdapter
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import BaseConfig, ConfigError
-from .validation import load_config
 from .distributed import Distributed, init_distributed, relayed
 from .labels import LabelsNeeded
 from .lock import RunDirLocked
 from .loop import ActiveLearningRun, RunDirError
 from .runtime import LOG, resolve_device, setup_logging
 from .strategies import STRATEGIES
+from .validation import load_config
 
 # 3: human mode waits for labels (not an error: label, then --resume); 75: sysexits' EX_TEMPFAIL
 EXIT_OK, EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_RUN_DIR_BUSY, EXIT_INTERRUPTED = 0, 2, 3, 75, 130

@@ -23,8 +23,16 @@ from .export import ExportContext, export_selection
 from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, write_labels_csv
 from .lock import RunDirLock
 from .ranker import LossRanker
-from .runtime import (LOG, Precision, atomic_torch_save, atomic_write_text, derive_seed, resolve_device,
-                      seed_everything, sweep_temp_files)
+from .runtime import (
+    LOG,
+    Precision,
+    atomic_torch_save,
+    atomic_write_text,
+    derive_seed,
+    resolve_device,
+    seed_everything,
+    sweep_temp_files,
+)
 from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
 from .strategies import Selection, SelectionContext, get_strategy
 from .training import evaluate, prepare_model, train_task_model, true_losses

@@ -12,12 +12,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import SegConfig, SegModelConfig
 from ..core.adapter import Pool, batch_slices, contiguous_part
 from ..core.runtime import displayed_image_size
 from ..core.tasks import per_sample_cross_entropy, predictive_entropy
-from .data import (SEG_DATASETS, ClassTable, SegItem, SegmentationDataset, build_eval_transform,
-                   build_train_transform, folder_table, read_mask, reseed_transform, resized_uint8, seed_worker)
+from .config import SegConfig, SegModelConfig
+from .data import (
+    SEG_DATASETS,
+    ClassTable,
+    SegItem,
+    SegmentationDataset,
+    build_eval_transform,
+    build_train_transform,
+    folder_table,
+    read_mask,
+    reseed_transform,
+    resized_uint8,
+    seed_worker,
+)
 from .metrics import ConfusionMatrixIoU
 from .models import build_seg_model
 

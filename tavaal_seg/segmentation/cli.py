@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .adapter import SegmentationAdapter
-from .config import SegConfig
 from ..core.cli import main as run_main
 from ..core.runtime import LOG
+from .adapter import SegmentationAdapter
+from .config import SegConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
