@@ -218,7 +218,8 @@ def render_labelstudio(record: SelectionRecord, ctx: ExportContext) -> str:
             "predictions": [{"model_version": f"tavaal-{record.strategy}-cycle{record.cycle:02d}",
                              "score": label_priority(it.rank, n), "result": result}],
         })
-    return _dumps(tasks, indent=1) + "\n"
+    # one task per line: readable, and brush masks (long byte lists) stay compact
+    return "[\n" + ",\n".join(_dumps(task) for task in tasks) + "\n]\n"
 
 
 def _image_size(root: Path, rel: str, image_id: str) -> tuple[int, int]:

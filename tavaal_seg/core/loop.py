@@ -26,12 +26,13 @@ from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, wri
 from .lock import RunDirLock
 from .pool import PoolChangeError, sync_pool
 from .preview import preview_path, preview_selection, tensorboard_grid
+from .ranking import build_models
 from .ranker import LossRanker
 from .runtime import (LOG, Precision, atomic_torch_save, atomic_write_text, derive_seed, resolve_device,
                       seed_everything, sweep_temp_files)
 from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
 from .strategies import Selection, SelectionContext, get_strategy
-from .training import evaluate, prepare_model, train_task_model, true_losses
+from .training import evaluate, train_task_model, true_losses
 
 # Keys that may change between a run and its resume without changing what it computes.
 # The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
@@ -363,11 +364,7 @@ class ActiveLearningRun:
         return self.run_dir / "checkpoints" / f"cycle_{cycle:02d}.pt"
 
     def _build(self) -> tuple[torch.nn.Module, LossRanker | None]:
-        model = prepare_model(self.adapter.build_model(), self.device, self.cfg)
-        ranker = None
-        if self.strategy.trains_ranker:
-            ranker = LossRanker(list(model.tap_channels), self.cfg.ranker.hidden).to(self.device)
-        return model, ranker
+        return build_models(self.adapter, self.cfg, self.device, self.strategy.trains_ranker)
 
     def _train_and_evaluate(self, cycle: int, labeled: np.ndarray) -> tuple[torch.nn.Module, LossRanker | None]:
         gen = seed_everything(derive_seed(self.cfg.seed, cycle, "train"))
