@@ -59,6 +59,8 @@ def rank_images(run_dir: str | Path, images: str | Path, *, budget: int | None =
     """
     run_dir, images = Path(run_dir), Path(images)
     sets = [*overrides]
+    if budget is not None:  # K is the run's active.budget for the ranking (its checks: diversity_candidates >= K)
+        sets.append(f"active.budget={int(budget)}")
     if device is not None:
         sets.append(f"device={device}")
     if data_root is not None:
@@ -73,7 +75,7 @@ def rank_images(run_dir: str | Path, images: str | Path, *, budget: int | None =
         raise ConfigError(f"{run_dir / 'config.yaml'} has no data.root; pass --data-root (the run's data)")
     want_pre = (cfg.export.pre_annotations if pre_annotations is None else pre_annotations) and "labelstudio" in formats
     adapter = spec.make_adapter(cfg, Path(root))  # type: ignore[misc]
-    ranking = rank_folder(cfg, adapter, run_dir, images, budget, preview=report is not None,
+    ranking = rank_folder(cfg, adapter, run_dir, images, cfg.active.budget, preview=report is not None,
                           pre_annotations=want_pre)
     result = RankResult(ranking)
     if out is not None:

@@ -38,3 +38,16 @@ def test_shipped_configs_load():
         if "cityscapes" in path.name or "camvid" in path.name:
             continue
         load_config(ClsConfig, path)
+
+
+def test_keys_a_newer_release_added_count_as_unchanged_at_their_defaults():
+    from tavaal_seg.core.config import to_dict
+    from tavaal_seg.core.loop import config_differences
+    from tavaal_seg.segmentation.config import SegConfig
+
+    new = to_dict(SegConfig())
+    old = to_dict(SegConfig())
+    del old["active"]["max_per_group"], old["active"]["diversity"]  # a config.yaml written before they existed
+    assert config_differences(old, new, to_dict(SegConfig())) == []
+    new["active"]["diversity"] = "kcenter"
+    assert config_differences(old, new, to_dict(SegConfig())) == ["  active.diversity: '<absent>' -> 'kcenter'"]

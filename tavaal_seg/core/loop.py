@@ -120,6 +120,9 @@ class ActiveLearningRun:
             return []
         ids = read_id_list(Path(path), key)
         unknown = [i for i in ids if i not in self.index_of]
+        if unknown and self.state_path.exists():  # a resumed run whose pool lost images: they are gone anyway
+            LOG.warning("%s %s: %d ids are no longer in the pool, e.g. %s", key, path, len(unknown), unknown[:5])
+            return [i for i in ids if i in self.index_of]
         if unknown:
             raise ConfigError(f"{key} {path}: {len(unknown)} ids are not in the training pool, e.g. {unknown[:5]} "
                               f"(pool ids look like {list(self.pool.ids[:3])})")

@@ -93,6 +93,14 @@ class SegmentationAdapter:
         clash = [i for i in ids if i in known]
         if clash or len(set(ids)) != len(ids):
             raise ValueError(f"extend_pool: ids must be new and unique, got {clash[:5] or list(ids)[:5]}")
+        if self.cfg.data.eval_size is None:  # native-size batches must share one size (r is computed over both)
+            sizes: dict[tuple[int, int], Path] = {displayed_image_size(self.train_items[0].image): self.train_items[0].image}
+            for f in files:
+                sizes.setdefault(displayed_image_size(Path(f)), Path(f))
+            if len(sizes) > 1:
+                (a, fa), (b, fb) = list(sizes.items())[:2]
+                raise ValueError(f"images differ in size ({fa}: {a[0]}x{a[1]}, {fb}: {b[0]}x{b[1]}) and data.eval_size "
+                                 "is null (native size); set one size for scoring, e.g. --set 'data.eval_size=[360, 480]'")
         start = len(self.train_items)
         self.train_items.extend(SegItem(i, Path(f), None, None) for i, f in zip(ids, files))  # shared by both sets
         self._extra_paths.update({start + k: p for k, p in enumerate(paths)})
