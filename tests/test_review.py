@@ -53,7 +53,7 @@ def camvid_run(camvid_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def new_images(camvid_root, camvid_run, tmp_path_factory) -> Path:
     """Next week's drives: 8 CamVid val frames in two folders, a hidden checkpoint copy that is
-    not an image to rank, and one frame the run has labeled already."""
+    not an image to rank, and (a link to) one frame the run has labeled already."""
     folder = tmp_path_factory.mktemp("new")
     lines = (camvid_root / "val.txt").read_text().splitlines()
     for drive, chunk in (("drive_a", lines[:4]), ("drive_b", lines[60:64])):
@@ -64,7 +64,7 @@ def new_images(camvid_root, camvid_run, tmp_path_factory) -> Path:
     shutil.copy(camvid_root / lines[0].split()[0], folder / ".ipynb_checkpoints")
     state = json.loads((camvid_run / "state.json").read_text())
     labeled = state["selections"][0]["items"][0]["path"]
-    shutil.copy(camvid_root / labeled, folder / "already_labeled.jpg")
+    (folder / "already_labeled.jpg").symlink_to(camvid_root / labeled)  # the very file the run labeled
     return folder
 
 

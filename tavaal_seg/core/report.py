@@ -155,7 +155,7 @@ def _shares_html(doc: dict[str, Any]) -> str:
     n = len(doc["picks"])
     picks = [sum(p["class_share"][k] for p in doc["picks"]) / max(n, 1) for k in range(len(names))]
     pool = (doc.get("pool") or {}).get("class_share")
-    what = "pixels" if doc.get("share") == "pixel" else "predicted class"
+    what = "the predicted pixels" if doc.get("share") == "pixel" else "the images by predicted class (a histogram)"
     head = (f"<tr><th>class</th><th>picks ({n} images)</th>"
             + (f'<th>pool ({doc["pool"]["images"]} images)</th><th>picks / pool</th>' if pool else "") + "</tr>")
     rows = []
@@ -167,7 +167,7 @@ def _shares_html(doc: dict[str, Any]) -> str:
             ratio = picks[k] / pool[k] if pool[k] >= MIN_RATIO_SHARE else None  # ratios of ~0 are noise
             cells.append(f'<td class="num">{"—" if ratio is None else f"{ratio:.2f}×"}</td>')
         rows.append(f'<tr data-class="{_esc(name)}">{"".join(cells)}</tr>')
-    note = f"<p class=\"meta\">Share of {what} per class in the model's predictions. "
+    note = f"<p class=\"meta\">Share of {what}, from the model that made the selection. "
     if pool:
         note += f"Pool: {_esc(doc['pool']['what'])}.</p>"
     else:
