@@ -94,7 +94,6 @@ def _jpeg(data_uri: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1])))
 
 
-@pytest.mark.slow
 def test_rank_images_ranks_every_new_image_without_training_the_task_model(camvid_run, new_images, tmp_path,
                                                                             monkeypatch):
     def no_training(*a, **k):
@@ -167,7 +166,6 @@ def test_rank_images_ranks_every_new_image_without_training_the_task_model(camvi
     assert [f["data-image-id"] for f in page.find("figure", "pick")] == [r["image_id"] for _, r in picked]
 
 
-@pytest.mark.slow
 def test_run_report_is_one_self_contained_html_file(camvid_run, tmp_path, capsys):
     out = tmp_path / "report.html"
     assert report_main([str(camvid_run), "--out", str(out)]) == 0
@@ -202,7 +200,6 @@ def test_run_report_is_one_self_contained_html_file(camvid_run, tmp_path, capsys
     assert "is not a run directory" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_the_run_wrote_previews_a_tensorboard_grid_and_pre_annotations(camvid_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -221,7 +218,6 @@ def test_the_run_wrote_previews_a_tensorboard_grid_and_pre_annotations(camvid_ru
     assert all(t["predictions"][0]["result"] == [] for t in cycle0)  # no model before cycle 1
 
 
-@pytest.mark.slow
 def test_segmentation_metrics_carry_the_labeled_sets_pixel_shares(camvid_run, camvid_root):
     rows = list(csv.DictReader((camvid_run / "metrics.csv").open()))
     table = camvid_table()
