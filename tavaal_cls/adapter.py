@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tavaal_seg.core.adapter import Pool, batch_slices, contiguous_part
+from tavaal_seg.core.adapter import Pool, Prediction, batch_slices, contiguous_part
 from tavaal_seg.core.tasks import Accuracy, per_sample_cross_entropy, predictive_entropy
 
 from .config import ClsConfig
-from .data import ClassificationData, DataRequest, load_dataset
+from .data import ClassificationData, DataRequest, ImageSet, decode_images, load_dataset
 from .models import build_cls_model
 
 
@@ -150,6 +150,34 @@ class ClassificationAdapter:
 
     def labels_of(self, indices: np.ndarray) -> np.ndarray:
         return self._labels[np.asarray(indices)]
+
+    def predict(self, logits: torch.Tensor, indices: np.ndarray, full_size: bool) -> list[Prediction]:
+        confidence, label = torch.softmax(logits.float(), dim=1).max(dim=1)
+        return [Prediction(np.eye(self.num_classes)[k], float(c), label=int(k))
+                for c, k in zip(confidence.tolist(), label.tolist())]
+
+    def preview_image(self, index: int) -> np.ndarray:
+        return self.data.train.images[index].permute(1, 2, 0).numpy()
+
+    def extend_pool(self, files: Sequence[Path], ids: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        """Unlabeled image files join the pool at the pool's image size (square pools: short side
+        resized and centre-cropped, as the dataset's own images were)."""
+        train = self.data.train
+        clash = set(ids) & set(train.ids)
+        if clash or len(set(ids)) != len(ids):
+            raise ValueError(f"extend_pool: ids must be new and unique, got {sorted(clash)[:5] or list(ids)[:5]}")
+        h, w = train.images.shape[-2:]
+        images = decode_images([Path(f) for f in files], h if h == w else None)
+        if tuple(images.shape[-2:]) != (h, w):
+            raise ValueError(f"images are {images.shape[-1]}x{images.shape[-2]}, the pool's {w}x{h}; "
+                             "set data.resize for a square working size")
+        start = len(train)
+        new = np.full(len(ids), -1, dtype=np.int64)
+        self.data.train = ImageSet([*train.ids, *ids], [*train.paths, *paths], np.concatenate([train.labels, new]),
+                                   torch.cat([train.images, images]))
+        self._labels = np.concatenate([self._labels, new])
+        self._on_device.clear()
+        return np.arange(start, len(self.data.train), dtype=np.int64)
 
     # ------------------------------------------------------------------ labels from people
 

@@ -72,7 +72,8 @@ def _load_rgb(path: Path, resize: int | None) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-def _decode(files: list[Path], resize: int | None) -> torch.Tensor:
+def decode_images(files: list[Path], resize: int | None) -> torch.Tensor:
+    """N×3×H×W uint8 of image files (short side to ``resize``, centre square), decoded in threads."""
     if not files:
         return torch.empty(0, 3, resize or 32, resize or 32, dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=4) as pool:  # PIL releases the GIL while decoding
@@ -107,7 +108,7 @@ def _folder_set(entries: list[tuple[str, Path, int]], root: Path, resize: int | 
     ids = [e[0] for e in entries]
     paths = [e[1].relative_to(root).as_posix() for e in entries]
     labels = np.asarray([e[2] for e in entries], dtype=np.int64)
-    return ImageSet(ids, paths, labels, _decode([e[1] for e in entries], resize))
+    return ImageSet(ids, paths, labels, decode_images([e[1] for e in entries], resize))
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,21 @@ class AdapterContract:
         assert x.shape == (3, 3, 16, 32) and x.dtype == torch.uint8
         assert torch.equal(adapter.vae_images(np.array([1]), [16, 32])[0], x[1])
 
+    def test_predictions_and_previews_describe_each_item(self, adapter, model):
+        indices = np.array([2, 0])
+        with torch.no_grad():
+            logits, _ = model(next(iter(adapter.pool_batches(indices, 2, CPU))))
+        for full_size in (False, True):
+            preds = adapter.predict(logits, indices, full_size)
+            assert len(preds) == 2
+            for p in preds:
+                assert p.class_share.shape == (len(adapter.class_names),)
+                assert p.class_share.sum() == pytest.approx(1.0) and 0.0 < p.confidence <= 1.0
+                assert (p.label is None) != (logits.dim() == 2)  # classification says which class
+                assert p.mask is None or (full_size and p.mask.dtype == np.uint8 and p.mask.ndim == 2)
+        image = adapter.preview_image(0)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
     # ------------------------------------------------------------------ labels from people
 
     def test_label_hooks(self, adapter):

@@ -83,3 +83,16 @@ def test_shipped_config_loads_with_its_tool_and_keeps_every_value(name):
         for part in dotted.split("."):
             loaded = getattr(loaded, part)
         assert loaded == value, f"{name}: {dotted} = {value!r} in the file, {loaded!r} loaded"
+
+
+def test_keys_a_newer_release_added_count_as_unchanged_at_their_defaults():
+    from tavaal_seg.core.config import to_dict
+    from tavaal_seg.core.loop import config_differences
+    from tavaal_seg.segmentation.config import SegConfig
+
+    new = to_dict(SegConfig())
+    old = to_dict(SegConfig())
+    del old["active"]["max_per_group"], old["active"]["diversity"]  # a config.yaml written before they existed
+    assert config_differences(old, new, to_dict(SegConfig())) == []
+    new["active"]["diversity"] = "kcenter"
+    assert config_differences(old, new, to_dict(SegConfig())) == ["  active.diversity: '<absent>' -> 'kcenter'"]

@@ -5,10 +5,10 @@ through this protocol.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +32,16 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The task model's prediction for one image (selection previews, Label Studio pre-annotations)."""
+
+    class_share: np.ndarray         # (C,) share of each class: predicted pixels (segmentation), one-hot (classification)
+    confidence: float               # the mean top softmax probability (over pixels for segmentation)
+    label: int | None = None        # classification: the predicted class
+    mask: np.ndarray | None = None  # segmentation: H×W uint8 class indices at the image's own size (when asked)
 
 
 class TappedModel(Protocol):
@@ -105,6 +115,17 @@ class TaskAdapter(Protocol):
         """Take labels given as text (a class name) for pool items; ``ValueError`` naming
         ``source`` for a value the task cannot use (or a task whose labels are files)."""
 
+    def predict(self, logits: torch.Tensor, indices: np.ndarray, full_size: bool) -> list[Prediction]:
+        """Per-image predictions from the logits of :meth:`pool_batches` over ``indices``;
+        ``full_size``: segmentation masks at each image's own size (else none: shares only)."""
+
+    def preview_image(self, index: int) -> np.ndarray:
+        """Pool item ``index`` as H×W×3 uint8 RGB at its own size (thumbnails)."""
+
+    def extend_pool(self, files: Sequence[Path], ids: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        """Append unlabeled image files to the pool (``ids`` unique, ``paths`` what exports show)
+        and return their pool indices: how images outside the dataset are scored."""
+
 
 def batch_slices(order: np.ndarray, batch_size: int, min_size: int = 2) -> list[np.ndarray]:
     """Split an index order into batches; a trailing batch smaller than ``min_size`` joins the
@@ -139,3 +160,5 @@ class TaskSpec:
     datasets: Mapping[str, object]  # the data.name registry
     cli: str                    # module with main(argv) -> exit code
     tool: str                   # its script under tools/ in a checkout
+    config_cls: type | None = None                              # its BaseConfig subclass (reading a run's config)
+    make_adapter: Callable[[Any, Path], TaskAdapter] | None = None  # (config, data root) -> adapter

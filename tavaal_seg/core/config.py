@@ -32,6 +32,14 @@ class ActiveConfig:
     cycles: int = 10                  # train/evaluate rounds (cycle 1 trains on `initial`)
     subset: int = 10000               # unlabeled images scored per cycle (random subset of the pool)
     select_after_last: bool = False   # also select after the last cycle (what to label next)
+    # what makes images "the same place" (neighbouring frames of one drive): city | sequence | folder | regex | csv
+    group_by: str | None = None
+    group_pattern: str | None = None  # group_by regex: searched in each image id; the group is its first capture group
+    group_file: str | None = None     # group_by csv: a CSV with columns image_id,group
+    max_per_group: int | None = None  # at most this many picks per group in one selection (needs group_by)
+    diversity: str = "none"           # none | kcenter: re-pick the budget from the top diversity_candidates by score
+                                      # with k-center greedy on the task model's features
+    diversity_candidates: int | None = None  # M of that top-M; null = 4 x budget
 
 
 @dataclass
@@ -87,6 +95,10 @@ class LoggingConfig:
     log_every: int = 50               # iterations between plain log lines off a terminal
     candidate_scores: bool = False    # oracle mode: also write selections/cycle_NN.candidates.csv (score and
                                       # true loss of every scored candidate; one extra pass; for studies)
+    preview: bool = True              # after each selection: selections/cycle_NN.preview.json (thumbnails, predicted
+                                      # class shares of the picks and of a pool sample; tools/report.py) + a TB grid
+    preview_pool_sample: int = 256    # unlabeled candidates whose predictions estimate the pool's class shares
+    thumbnail_size: int = 192         # longest side of a preview thumbnail, pixels
 
 
 LABEL_MODES = ("oracle", "human")
@@ -103,6 +115,9 @@ class LabelsConfig:
 class ExportConfig:
     formats: list[str] = field(default_factory=lambda: ["csv"])  # written to run_dir/selections/ after every selection
     uri_prefix: str | None = None     # s3://bucket/..., https://host/...: turns data-root-relative paths into URIs
+    pre_annotations: bool = False     # labelstudio: carry the model's prediction (brush masks / a choice) to correct
+    labelstudio_from_name: str | None = None  # the control tag's name; null = Label Studio's templates: tag / choice
+    labelstudio_to_name: str = "image"  # the <Image name=...> tag the predictions belong to
 
 
 @dataclass

@@ -7,6 +7,7 @@ the text a labeling tool imports; the file is ``cycle_NN<suffix>``:
 - ``jsonl`` (``.jsonl``): the same fields, one JSON object per line;
 - ``labelstudio`` (``.labelstudio.json``): Label Studio tasks; the prediction score is the label
   priority (1 for the first pick down to 1/n; sort descending), the raw score rides in ``data``;
+  with pre-annotations the prediction's ``result`` holds the model's brush masks or choice;
 - ``cvat`` (``.cvat-manifest.jsonl``): a CVAT image manifest with each image's width/height;
 - ``labelbox`` (``.labelbox.json``): Labelbox data rows (``row_data`` URI, ``global_key``);
 - ``sagemaker`` (``.sagemaker.manifest``): a Ground Truth input manifest (``source-ref``);
@@ -26,12 +27,13 @@ import json
 import math
 import types
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .labelstudio import PreAnnotation, prediction_results
 from .runtime import atomic_write_text, displayed_image_size
 from .state import SelectedItem, SelectionRecord
 
@@ -51,6 +53,10 @@ class ExportContext:
     data_root: Path | None = None          # dataset root; needed to read image width/height (cvat)
     uri_prefix: str | None = None          # e.g. "s3://bucket/data/" or "https://host/data/"
     class_names: tuple[str, ...] = ()      # the label set (Scale's ``labels``)
+    # Label Studio pre-annotations by image id, and the labeling config's tag names they use
+    pre_annotations: Mapping[str, PreAnnotation] = field(default_factory=dict)
+    labelstudio_from_name: str | None = None
+    labelstudio_to_name: str = "image"
 
     def __post_init__(self) -> None:
         # validated here so that no exporter ever sees a prefix it would join wrongly
@@ -200,15 +206,20 @@ def render_labelstudio(record: SelectionRecord, ctx: ExportContext) -> str:
         # LOCAL_FILES_DOCUMENT_ROOT (point it, or a local storage, at the data root)
         image = loc.uri if loc.uri is not None else "/data/local-files/?d=" + quote(loc.path, safe="/")
         it = loc.item
+        pre = ctx.pre_annotations.get(it.image_id)
+        result = [] if pre is None else prediction_results(pre, ctx.class_names, ctx.labelstudio_from_name,
+                                                            ctx.labelstudio_to_name)
         tasks.append({
             "data": {"image": image, "image_id": it.image_id, "path": loc.path, "rank": it.rank,
                      "score": _score(it.score), "cycle": record.cycle},
-            # an empty prediction that only carries a score the Data Manager sorts by: the label
-            # priority (higher = label first) rather than the raw score, whose direction varies
+            # the prediction's score is what the Data Manager sorts by: the label priority (higher =
+            # label first) rather than the raw score, whose direction varies; its result is the
+            # model's prediction when pre-annotations were made, else empty
             "predictions": [{"model_version": f"tavaal-{record.strategy}-cycle{record.cycle:02d}",
-                             "score": label_priority(it.rank, n), "result": []}],
+                             "score": label_priority(it.rank, n), "result": result}],
         })
-    return _dumps(tasks, indent=1) + "\n"
+    # one task per line: readable, and brush masks (long byte lists) stay compact
+    return "[\n" + ",\n".join(_dumps(task) for task in tasks) + "\n]\n"
 
 
 def _image_size(root: Path, rel: str, image_id: str) -> tuple[int, int]:

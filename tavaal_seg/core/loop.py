@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,10 +20,14 @@ import torch
 from .adapter import TaskAdapter
 from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
 from .distributed import Distributed
+from .diversity import check_group_capacity, constrain, group_labels, ranked_count
 from .export import ExportContext, export_selection
 from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, write_labels_csv
 from .lock import RunDirLock
+from .pool import PoolChangeError, sync_pool
+from .preview import preview_path, preview_selection, tensorboard_grid
 from .ranker import LossRanker
+from .ranking import build_models
 from .runtime import (
     LOG,
     Precision,
@@ -35,7 +40,7 @@ from .runtime import (
 )
 from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
 from .strategies import Selection, SelectionContext, get_strategy
-from .training import evaluate, prepare_model, train_task_model, true_losses
+from .training import evaluate, train_task_model, true_losses
 
 # Keys that may change between a run and its resume without changing what it computes.
 # The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
@@ -56,11 +61,15 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
             out[key] = v
     return out
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
+def config_differences(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """Changed keys, less the resume-free ones; with ``defaults``, a key the old config lacks (it
+    predates the key) and the new one leaves at its default is no change."""
+    a, b, d = _flatten(old), _flatten(new), _flatten(defaults or {})
     lines = []
     for key in sorted(set(a) | set(b)):
         if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):
+            continue
+        if key not in a and key in d and b.get(key) == d[key]:
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             lines.append(f"  {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
@@ -86,6 +95,8 @@ class ActiveLearningRun:
         clash = [i for i in self.initial_ids if i in set(self.excluded)]
         if clash:
             raise ConfigError(f"labels.initial_list and labels.exclude_list both name {clash[:5]}")
+        self.groups = group_labels(cfg.active, self.pool.ids)  # None without active.group_by
+        check_group_capacity(cfg.active, self.groups)
         self._check_budget()
         self._writer: Any = None
         self._lock = RunDirLock(self.run_dir)
@@ -117,6 +128,9 @@ class ActiveLearningRun:
             return []
         ids = read_id_list(Path(path), key)
         unknown = [i for i in ids if i not in self.index_of]
+        if unknown and self.state_path.exists():  # a resumed run whose pool lost images: they are gone anyway
+            LOG.warning("%s %s: %d ids are no longer in the pool, e.g. %s", key, path, len(unknown), unknown[:5])
+            return [i for i in ids if i in self.index_of]
         if unknown:
             raise ConfigError(f"{key} {path}: {len(unknown)} ids are not in the training pool, e.g. {unknown[:5]} "
                               f"(pool ids look like {list(self.pool.ids[:3])})")
@@ -147,22 +161,39 @@ class ActiveLearningRun:
             state = RunState.load(self.state_path)
             if config_path.exists():
                 old = read_yaml(config_path)
-                diff = config_differences(old, new_config)
+                diff = config_differences(old, new_config, to_dict(type(self.cfg)()))
                 if diff and not force:
                     raise RunDirError(f"{self.run_dir} was started with another config; differences (old -> new):\n"
                                       + "\n".join(diff) + "\npass --force to continue with the new config anyway")
                 if diff:
                     LOG.warning("--force: continuing %s with a changed config (old -> new):\n%s", self.run_dir,
                                 "\n".join(diff))
-            if state.pool_size != len(self.pool):
-                raise RunDirError(f"{self.run_dir}: the state was made for a pool of {state.pool_size} images, "
-                                  f"the data now has {len(self.pool)}")
+            self._follow_pool(state)
             LOG.info("resuming %s: %d labeled, %d cycles recorded", self.run_dir, len(state.labeled), len(state.cycles))
         else:
             state = RunState(seed=self.cfg.seed, strategy=self.strategy.name, pool_size=len(self.pool),
                              class_names=list(self.adapter.class_names))
+            sync_pool(state, self.pool.ids, self.run_dir)  # version 1; saved with the initial selection
         atomic_write_text(config_path, dump_yaml(self.cfg))
         return state
+
+    def _follow_pool(self, state: RunState) -> None:
+        """A data root with new or vanished images: record the new pool version (and save it)."""
+        try:
+            change = sync_pool(state, self.pool.ids, self.run_dir)
+        except PoolChangeError as err:
+            raise RunDirError(str(err)) from None
+        if change is None:
+            return
+        v = change.version
+        LOG.warning("the pool changed: version %d has %d images, %d new (e.g. %s), %d gone (e.g. %s); selections "
+                    "from now on choose among all %d", v.version, v.count, v.added, change.added[:3], v.removed,
+                    change.removed[:3], v.count)
+        gone = [i for i in state.labeled if i not in self.index_of]
+        if gone:
+            LOG.warning("%d selected images are gone from the data root and are left out of training from now on "
+                        "(the selection history keeps them): %s", len(gone), gone[:10])
+        state.save(self.state_path)
 
     def _take_labels(self, label_files: Sequence[Path]) -> dict[str, str]:
         """Human mode: labels stored by earlier imports, then the new ``--labels`` files,
@@ -173,8 +204,9 @@ class ActiveLearningRun:
                               f"{self.cfg.labels.mode!r} (its labels come with the dataset)")
         stored_path = self.run_dir / LABELS_FILE
         merged = read_labels_csv(stored_path) if human and stored_path.exists() else {}
-        if merged:
-            self.adapter.assign_labels({self.index_of[i]: v for i, v in merged.items()}, str(stored_path))
+        if merged:  # labels of images that left the pool stay stored, unused
+            self.adapter.assign_labels({self.index_of[i]: v for i, v in merged.items() if i in self.index_of},
+                                       str(stored_path))
         selected = self.state.labeled
         for path in label_files:  # later files win, as a correction should
             new = read_labels_csv(Path(path))
@@ -199,14 +231,17 @@ class ActiveLearningRun:
 
     # ------------------------------------------------------------------ logging
 
-    def log_scalar(self, tag: str, value: float, step: int) -> None:
-        if not self.cfg.logging.tensorboard or not self.dist.is_main:
-            return
+    def _tb(self) -> Any:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.run_dir / "tb"))
-        self._writer.add_scalar(tag, value, step)
+        return self._writer
+
+    def log_scalar(self, tag: str, value: float, step: int) -> None:
+        if not self.cfg.logging.tensorboard or not self.dist.is_main:
+            return
+        self._tb().add_scalar(tag, value, step)
 
     def close(self) -> None:
         """Flush the logs and give the run directory back (idempotent)."""
@@ -242,22 +277,52 @@ class ActiveLearningRun:
 
     # ------------------------------------------------------------------ steps
 
-    def _record_selection(self, cycle: int, strategy: str, selection: Selection) -> SelectionRecord:
+    def _record_selection(self, cycle: int, strategy: str, selection: Selection,
+                          model: torch.nn.Module | None = None, candidates: np.ndarray | None = None) -> SelectionRecord:
         selection = self.dist.broadcast(selection)  # rank 0 decides; every rank goes on with its choice
         record = SelectionRecord(cycle, strategy, [
             SelectedItem(rank + 1, self.pool.ids[i], self.pool.paths[i], float(s))
             for rank, (i, s) in enumerate(zip(selection.indices.tolist(), selection.scores.tolist()))
-        ])
+        ], pool_version=self.state.pool_versions[-1].version)
         self.state.add_selection(record)
-        # the exports first, then the state: a kill in between redoes the (deterministic) step
-        ctx = ExportContext(Path(self.adapter.data_root), self.cfg.export.uri_prefix, tuple(self.state.class_names))
 
+        # the preview and exports first, then the state: a kill in between redoes the (deterministic) step
         def export() -> None:
-            for fmt in self.cfg.export.formats:
+            pre = {}
+            if model is not None and candidates is not None:
+                pre = self._preview(record, model, selection.indices, candidates)
+            e = self.cfg.export
+            ctx = ExportContext(Path(self.adapter.data_root), e.uri_prefix, tuple(self.state.class_names), pre,
+                                e.labelstudio_from_name, e.labelstudio_to_name)
+            for fmt in e.formats:
                 export_selection(record, self.run_dir / "selections", fmt, ctx)
 
         self._commit(write_first=export)
         return record
+
+    def _preview(self, record: SelectionRecord, model: torch.nn.Module, picks: np.ndarray,
+                 candidates: np.ndarray) -> dict:
+        """Rank 0: the selection preview (file + TensorBoard grid) and the Label Studio pre-annotations."""
+        lg, e = self.cfg.logging, self.cfg.export
+        want_pre = e.pre_annotations and "labelstudio" in e.formats
+        if not (lg.preview or want_pre):
+            return {}
+        rest = np.setdiff1d(candidates, picks)
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, record.cycle, "preview"))
+        sample = np.sort(rest[torch.randperm(len(rest), generator=gen).numpy()[: lg.preview_pool_sample]]) \
+            if lg.preview else rest[:0]
+        preview = preview_selection(
+            model, self.adapter, record, picks, sample, batch_size=self.cfg.eval.batch_size, precision=self.precision,
+            device=self.device, score_meaning=get_strategy(record.strategy).score_meaning,
+            groups=None if self.groups is None else [self.groups[i] for i in picks.tolist()], thumbnails=lg.preview,
+            thumbnail_size=lg.thumbnail_size, pre_annotations=want_pre,
+            pool_what=f"a random sample of the {len(rest)} scored candidates not picked")
+        if lg.preview:
+            atomic_write_text(preview_path(self.run_dir, record.cycle),
+                              json.dumps(preview.document, ensure_ascii=False, allow_nan=False) + "\n")
+            if lg.tensorboard and preview.thumbnails:
+                self._tb().add_image("selection/picks", tensorboard_grid(preview.thumbnails), record.cycle)
+        return preview.pre_annotations
 
     def _initial_selection(self) -> None:
         if any(s.cycle == 0 for s in self.state.selections):
@@ -281,9 +346,9 @@ class ActiveLearningRun:
 
     def labeled_indices(self) -> np.ndarray:
         """Selected images the task model trains on: every selection minus excluded ids."""
-        excluded = set(self.excluded)
-        return np.sort(np.fromiter((self.index_of[i] for i in self.state.labeled if i not in excluded),
-                                   dtype=np.int64))
+        excluded = set(self.excluded)  # and images that left the pool (a grown pool may also lose some)
+        return np.sort(np.fromiter((self.index_of[i] for i in self.state.labeled
+                                    if i not in excluded and i in self.index_of), dtype=np.int64))
 
     def _require_labels(self, cycle: int, labeled: np.ndarray) -> None:
         """Oracle mode: a no-op check. Human mode: stop until every selected image has its label."""
@@ -310,11 +375,7 @@ class ActiveLearningRun:
         return self.run_dir / "checkpoints" / f"cycle_{cycle:02d}.pt"
 
     def _build(self) -> tuple[torch.nn.Module, LossRanker | None]:
-        model = prepare_model(self.adapter.build_model(), self.device, self.cfg)
-        ranker = None
-        if self.strategy.trains_ranker:
-            ranker = LossRanker(list(model.tap_channels), self.cfg.ranker.hidden).to(self.device)
-        return model, ranker
+        return build_models(self.adapter, self.cfg, self.device, self.strategy.trains_ranker)
 
     def _train_and_evaluate(self, cycle: int, labeled: np.ndarray) -> tuple[torch.nn.Module, LossRanker | None]:
         gen = seed_everything(derive_seed(self.cfg.seed, cycle, "train"))
@@ -372,11 +433,11 @@ class ActiveLearningRun:
         subset = unlabeled[torch.randperm(len(unlabeled), generator=gen).numpy()[: a.subset]]
         ctx = SelectionContext(
             cfg=self.cfg, adapter=self.adapter, model=model, ranker=ranker, labeled=labeled, candidates=subset,
-            budget=a.budget, precision=self.precision, device=self.device, generator=gen,
+            budget=ranked_count(a, len(subset)), precision=self.precision, device=self.device, generator=gen,
             log_scalar=lambda tag, value, step: self.log_scalar(f"cycle_{cycle:02d}/{tag}", value, step),
             dist=self.dist)
         start = time.perf_counter()
-        selection = self.strategy.select(ctx)
+        selection = constrained(self.strategy.select(ctx), ctx, a.budget, self.groups)
         seconds = time.perf_counter() - start
         record = self.state.cycle(cycle)
         record.timings["select_s"] = seconds
@@ -384,7 +445,7 @@ class ActiveLearningRun:
         if self.cfg.logging.candidate_scores and selection.candidate_scores is not None \
                 and self.cfg.labels.mode == "oracle":
             self._write_candidates(cycle, model, subset, selection)
-        self._record_selection(cycle, self.strategy.name, selection)
+        self._record_selection(cycle, self.strategy.name, selection, model, subset)
         LOG.info("cycle %d: %s selected %d of %d scored images in %.1fs", cycle, self.strategy.name,
                  len(selection.indices), len(subset), seconds)
 
@@ -427,6 +488,15 @@ class ActiveLearningRun:
             return self.state
         finally:
             self.close()
+
+def constrained(ranked: Selection, ctx: SelectionContext, k: int, pool_groups: Sequence[str] | None) -> Selection:
+    """The budget's picks from a strategy's ranked output under ``active.max_per_group`` and
+    ``active.diversity`` (every strategy gets both); the picks stay in rank order."""
+    groups = None if pool_groups is None else [pool_groups[i] for i in ranked.indices.tolist()]
+    pos = constrain(ranked.indices, k, ctx.cfg.active, groups,
+                    lambda p: ctx.pass_over(ranked.indices[p], frozenset({"embedding"})).embedding)
+    return Selection(ranked.indices[pos], ranked.scores[pos], ranked.candidate_scores)
+
 
 def run_active_learning(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False,
                         force: bool = False, label_files: Sequence[Path] = (),

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapter import Pool, batch_slices, contiguous_part
+from .adapter import Pool, Prediction, batch_slices, contiguous_part
 from .tasks import IGNORE_NONE, Accuracy, per_sample_cross_entropy, predictive_entropy
 
 VAEView = Callable[[torch.Tensor], torch.Tensor]  # a batch as stored -> uint8 N×3×H×W
@@ -190,6 +190,29 @@ class InMemoryAdapter:
         if not self.num_classes:
             raise ValueError("InMemoryAdapter(num_classes=... or class_names=...): accuracy needs the class count")
         return Accuracy(self.num_classes, self.ignore_index)
+
+    def predict(self, logits: torch.Tensor, indices: np.ndarray, full_size: bool) -> list[Prediction]:
+        """Argmax per item: a class (logits B×C) or a mask at the logits' size (B×C×H×W; items are
+        used as given, so that is the item's size)."""
+        out = []
+        for lg in logits.float():
+            confidence, label = torch.softmax(lg, dim=0).max(dim=0)
+            if label.dim() == 0:
+                share = np.eye(max(self.num_classes, logits.shape[1]))[int(label)]
+                out.append(Prediction(share, float(confidence), label=int(label)))
+                continue
+            mask = label.to(torch.uint8).cpu().numpy()
+            share = np.bincount(mask.ravel(), minlength=max(self.num_classes, logits.shape[1])) / mask.size
+            out.append(Prediction(share, float(confidence.mean()), mask=mask if full_size else None))
+        return out
+
+    def preview_image(self, index: int) -> np.ndarray:
+        """The VAE's uint8 view of the item (H×W×3): what a thumbnail can show of a tensor."""
+        return self._as_uint8(self.data.fetch(np.asarray([index]))[0])[0].permute(1, 2, 0).cpu().numpy()
+
+    def extend_pool(self, files: Sequence[Path], ids: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        raise ValueError("in-memory data has no image files to add: pass the new items as `unlabeled` "
+                         "(InMemoryAdapter(..., unlabeled=...), or tavaal_seg.select(model, unlabeled, ...))")
 
     def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
         chunks = [self._as_uint8(self.data.fetch(batch)[0]) for batch in batch_slices(np.asarray(indices), 256, 1)]

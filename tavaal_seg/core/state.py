@@ -30,6 +30,21 @@ class SelectionRecord:
     cycle: int
     strategy: str
     items: list[SelectedItem]
+    pool_version: int = 1   # the pool version (RunState.pool_versions) the selection chose from
+
+
+@dataclass
+class PoolVersion:
+    """The pool as the data root held it from some point of the run on (see core.pool)."""
+
+    version: int
+    count: int              # images in the pool
+    added: int              # images new in this version (all of them in version 1)
+    removed: int            # images of the previous version that are gone
+    when: str               # UTC, ISO 8601
+    after_cycle: int        # the last cycle trained before this version (0: before any)
+    sha256: str             # of the sorted id list (core.pool.pool_digest)
+    file: str               # run-dir-relative JSON file with its ids and the added/removed ones
 
 
 @dataclass
@@ -49,6 +64,7 @@ class RunState:
     class_names: list[str] = field(default_factory=list)   # for exports (Scale labels) without the data
     selections: list[SelectionRecord] = field(default_factory=list)
     cycles: list[CycleRecord] = field(default_factory=list)
+    pool_versions: list[PoolVersion] = field(default_factory=list)
     format: int = STATE_FORMAT
 
     @property
@@ -99,9 +115,10 @@ class RunState:
             return cls(
                 seed=data["seed"], strategy=data["strategy"], pool_size=data["pool_size"],
                 class_names=list(data.get("class_names", [])),
-                selections=[SelectionRecord(s["cycle"], s["strategy"], [SelectedItem(**i) for i in s["items"]])
-                            for s in data["selections"]],
+                selections=[SelectionRecord(s["cycle"], s["strategy"], [SelectedItem(**i) for i in s["items"]],
+                                            s.get("pool_version", 1)) for s in data["selections"]],
                 cycles=[CycleRecord(**c) for c in data["cycles"]],
+                pool_versions=[PoolVersion(**v) for v in data.get("pool_versions", [])],
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"{path}: malformed run state ({err})") from err

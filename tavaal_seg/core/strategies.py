@@ -11,6 +11,7 @@ import torch
 from .adapter import TaskAdapter
 from .config import BaseConfig
 from .distributed import Distributed
+from .diversity import k_center_order
 from .ranker import LossRanker
 from .registry import Registry
 from .runtime import Precision
@@ -114,14 +115,7 @@ def k_center_greedy(labeled: torch.Tensor, candidates: torch.Tensor, k: int, chu
     for i in range(0, len(labeled), chunk):
         d = torch.cdist(candidates, labeled[i:i + chunk].double())
         min_dist = torch.minimum(min_dist, d.min(dim=1).values)
-    picks, dists = [], []
-    for _ in range(min(k, len(candidates))):
-        j = int(torch.argmax(min_dist))
-        picks.append(j)
-        dists.append(float(min_dist[j]))
-        min_dist = torch.minimum(min_dist, torch.cdist(candidates, candidates[j:j + 1]).squeeze(1))
-        min_dist[j] = -1.0  # never pick twice, even among duplicate features
-    return np.asarray(picks, dtype=np.int64), np.asarray(dists)
+    return k_center_order(candidates, k, min_dist=min_dist)
 
 
 def _coreset(ctx: SelectionContext) -> Selection:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import LABEL_MODES, BaseConfig, ConfigError, build_config, require
+from .diversity import DIVERSITY, GROUP_KEYS
 from .export import check_export_options
 from .ranker import RANK_LOSSES
 from .strategies import STRATEGIES
@@ -31,6 +32,19 @@ def validate_core(cfg: BaseConfig) -> None:
     require(a.budget > 0, "active.budget", "a positive number of images", a.budget)
     require(a.cycles >= 1, "active.cycles", "at least 1", a.cycles)
     require(a.subset > 0, "active.subset", "a positive number of images", a.subset)
+    require(a.group_by is None or a.group_by in GROUP_KEYS, "active.group_by", "null or " + _one_of(GROUP_KEYS),
+            a.group_by)
+    require(a.group_by != "regex" or bool(a.group_pattern), "active.group_pattern",
+            "a regular expression for group_by regex", a.group_pattern)
+    require(a.group_by != "csv" or bool(a.group_file), "active.group_file", "a CSV file (image_id,group) for "
+            "group_by csv", a.group_file)
+    if a.group_by == "regex":
+        GROUP_KEYS["regex"](a)  # compiles the pattern: a ConfigError naming it
+    require(a.max_per_group is None or (a.max_per_group >= 1 and a.group_by is not None), "active.max_per_group",
+            "null, or at least 1 together with active.group_by", a.max_per_group)
+    require(a.diversity in DIVERSITY, "active.diversity", " or ".join(DIVERSITY), a.diversity)
+    require(a.diversity_candidates is None or a.diversity_candidates >= a.budget, "active.diversity_candidates",
+            f"null (4 x budget) or at least active.budget ({a.budget})", a.diversity_candidates)
     require(t.epochs >= 1, "train.epochs", "at least 1", t.epochs)
     require(t.batch_size >= 2, "train.batch_size", "at least 2 (the ranking loss pairs samples)", t.batch_size)
     require(t.optimizer in OPTIMIZERS, "train.optimizer", _one_of(OPTIMIZERS), t.optimizer)
@@ -49,6 +63,12 @@ def validate_core(cfg: BaseConfig) -> None:
     require(not cfg.distributed.sync_bn or cfg.device != "cpu", "distributed.sync_bn",
             "false with device cpu (SyncBatchNorm runs on CUDA only)", cfg.distributed.sync_bn)
     require(cfg.labels.mode in LABEL_MODES, "labels.mode", " or ".join(LABEL_MODES), cfg.labels.mode)
+    lg = cfg.logging
+    require(lg.preview_pool_sample >= 0, "logging.preview_pool_sample", "0 or more images", lg.preview_pool_sample)
+    require(16 <= lg.thumbnail_size <= 1024, "logging.thumbnail_size", "16..1024 pixels", lg.thumbnail_size)
+    require(bool(cfg.export.labelstudio_to_name), "export.labelstudio_to_name", "a tag name", cfg.export.labelstudio_to_name)
+    require(cfg.export.labelstudio_from_name is None or bool(cfg.export.labelstudio_from_name),
+            "export.labelstudio_from_name", "null or a tag name", cfg.export.labelstudio_from_name)
     try:
         check_export_options(cfg.export.formats, cfg.export.uri_prefix)
     except ValueError as err:

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..core.adapter import Pool, batch_slices, contiguous_part
+from ..core.adapter import Pool, Prediction, batch_slices, contiguous_part
 from ..core.runtime import displayed_image_size
 from ..core.tasks import per_sample_cross_entropy, predictive_entropy
 from .config import SegConfig, SegModelConfig
@@ -24,6 +25,7 @@ from .data import (
     build_eval_transform,
     build_train_transform,
     folder_table,
+    read_image,
     read_mask,
     reseed_transform,
     resized_uint8,
@@ -31,6 +33,7 @@ from .data import (
 )
 from .metrics import ConfusionMatrixIoU
 from .models import build_seg_model
+from .palettes import PALETTES
 
 
 def discover_split(cfg: SegConfig, data_root: Path, split: str) -> list[SegItem]:
@@ -101,12 +104,37 @@ class SegmentationAdapter:
         self._train_set.items = self._pool_set.items = self.train_items  # one list: arriving masks reach both
         self._test_set = SegmentationDataset(self.test_items, self.table, eval_tf)
         self._vae_cache: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}
+        self._pixel_counts: dict[int, np.ndarray] = {}   # per labeled pool item, its mask's class histogram
+        self._extra_paths: dict[int, str] = {}            # pool items added by extend_pool -> their shown path
+        # the dataset's own palette for its own class table; a custom table gets the core's
+        self.class_colors = PALETTES.get(d.name) if not d.classes else None
 
     # ------------------------------------------------------------------ pool and model
 
     def pool(self) -> Pool:
         return Pool(tuple(it.image_id for it in self.train_items),
-                    tuple(it.rel_path(self.data_root) for it in self.train_items))
+                    tuple(self._extra_paths.get(k) or it.rel_path(self.data_root)
+                          for k, it in enumerate(self.train_items)))
+
+    def extend_pool(self, files: Sequence[Path], ids: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+        """Unlabeled image files outside the dataset (new drives to rank) join the pool."""
+        known = {it.image_id for it in self.train_items}
+        clash = [i for i in ids if i in known]
+        if clash or len(set(ids)) != len(ids):
+            raise ValueError(f"extend_pool: ids must be new and unique, got {clash[:5] or list(ids)[:5]}")
+        if self.cfg.data.eval_size is None:  # native-size batches must share one size (r is computed over both)
+            sizes: dict[tuple[int, int], Path] = {displayed_image_size(self.train_items[0].image): self.train_items[0].image}
+            for f in files:
+                sizes.setdefault(displayed_image_size(Path(f)), Path(f))
+            if len(sizes) > 1:
+                (a, fa), (b, fb) = list(sizes.items())[:2]
+                raise ValueError(f"images differ in size ({fa}: {a[0]}x{a[1]}, {fb}: {b[0]}x{b[1]}) and data.eval_size "
+                                 "is null (native size); set one size for scoring, e.g. --set 'data.eval_size=[360, 480]'")
+        start = len(self.train_items)
+        self.train_items.extend(SegItem(i, Path(f), None, None) for i, f in zip(ids, files))  # shared by both sets
+        self._extra_paths.update({start + k: p for k, p in enumerate(paths)})
+        self._vae_cache.clear()  # sized for the old pool
+        return np.arange(start, len(self.train_items), dtype=np.int64)
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
@@ -143,7 +171,23 @@ class SegmentationAdapter:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
-        return {}  # pixel-class balance would need every mask decoded; not tracked
+        """The labeled masks' pixel share per class and its entropy (nats; the same
+        ``labeled_class_entropy`` classification reports): how balanced the selection is. Each
+        mask is decoded once per process; images whose mask has not arrived are left out."""
+        counts = np.zeros(self.num_classes, dtype=np.float64)
+        for i in (int(k) for k in np.asarray(indices)):
+            if i not in self._pixel_counts:
+                mask_path = self.train_items[i].mask
+                if mask_path is None:
+                    continue
+                mask = read_mask(mask_path, self.table)
+                self._pixel_counts[i] = np.bincount(mask[mask < self.num_classes].ravel(),
+                                                    minlength=self.num_classes).astype(np.float64)
+            counts += self._pixel_counts[i]
+        share = counts / max(counts.sum(), 1.0)
+        p = share[share > 0]
+        return {"labeled_class_entropy": float(-(p * np.log(p)).sum()),
+                **{f"labeled_pixel_share/{name}": float(v) for name, v in zip(self.table.names, share)}}
 
     def test_batches(self, batch_size: int, device: torch.device,
                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -165,6 +209,25 @@ class SegmentationAdapter:
 
     def new_metric(self) -> ConfusionMatrixIoU:
         return ConfusionMatrixIoU(self.num_classes, self.ignore_index, self.table.names)
+
+    def predict(self, logits: torch.Tensor, indices: np.ndarray, full_size: bool) -> list[Prediction]:
+        """Argmax masks; with ``full_size`` the logits are resized (bilinear) to each image's own
+        size first, so a mask matches its image pixel for pixel (pre-annotations, thumbnails)."""
+        out = []
+        for b, i in enumerate(np.asarray(indices).tolist()):
+            lg = logits[b:b + 1].float()
+            if full_size:
+                width, height = displayed_image_size(self.train_items[i].image)
+                if tuple(lg.shape[-2:]) != (height, width):
+                    lg = F.interpolate(lg, size=(height, width), mode="bilinear", align_corners=False)
+            confidence, label = torch.softmax(lg, dim=1).max(dim=1)
+            mask = label[0].to(torch.uint8).cpu().numpy()
+            share = np.bincount(mask.ravel(), minlength=self.num_classes) / mask.size
+            out.append(Prediction(share, float(confidence.mean()), mask=mask if full_size else None))
+        return out
+
+    def preview_image(self, index: int) -> np.ndarray:
+        return read_image(self.train_items[index].image)
 
     # ------------------------------------------------------------------ labels from people
 

@@ -8,7 +8,6 @@ import concurrent.futures
 import csv
 import dataclasses
 import hashlib
-import importlib
 import io
 import json
 import shlex
@@ -16,30 +15,23 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.adapter import TaskSpec
 from ..core.cli import add_run_flags, overrides_from_args
 from ..core.config import parse_override, read_yaml, set_dotted
 from ..core.runtime import atomic_write_text
 from ..core.strategies import STRATEGIES
+# the task packages a study can run, imported only when a study needs one (aggregation and
+# plotting import no adapter)
+from ..tasks import TASKS, load_task
 from .layout import (EXIT_INTERRUPTED, RUNS_CSV_COLUMNS, STUDY_FORMAT, RunRef, StudyError, _wall, parse_list,
                      parse_seeds, read_runs_csv, read_study, run_path, run_phase, say)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# the task packages a study can run, by --task name; each exposes TASK (a core.adapter.TaskSpec).
-# Imported only when a study needs one: aggregation and plotting import no adapter.
-TASK_PACKAGES = types.MappingProxyType({"cls": "tavaal_cls", "seg": "tavaal_seg.segmentation"})
-TASKS = tuple(TASK_PACKAGES)
 # the study sets these per run; passing them after `--` would contradict the grid
 RESERVED_FLAGS = ("--config", "--strategy", "--seed", "--run-dir", "--resume")
-
-
-def load_task(name: str) -> TaskSpec:
-    return importlib.import_module(TASK_PACKAGES[name]).TASK
 
 
 def requested_setting(config: Path, extra_args: Sequence[str], key: str) -> Any:
