@@ -9,13 +9,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from .deeplab import DEEPLAB_DEFAULT_TAPS, DeepLabSeg, deeplabv3, deeplabv3plus, load_encoder_weights
-from .drn import DRN, DRN_DEFAULT_TAPS, DRN_LAYER_NAMES, DRNSeg, drn_d_22, drn_d_38, load_drn_weights
+from .deeplab import (DEEPLAB_DEFAULT_TAPS, DeepLabSeg, deeplabv3, deeplabv3plus, load_deeplab_weights,
+                      smp_encoder_file, smp_weight_names)
+from .drn import (DRN, DRN_DEFAULT_TAPS, DRN_IMAGENET_URLS, DRN_LAYER_NAMES, DRNSeg, drn_d_22, drn_d_38,
+                  drn_imagenet_file, load_drn_weights)
 
 __all__ = [
     "SegModel", "SEG_MODELS", "build_seg_model",
-    "DeepLabSeg", "deeplabv3", "deeplabv3plus", "load_encoder_weights", "DEEPLAB_DEFAULT_TAPS",
-    "DRN", "DRNSeg", "drn_d_22", "drn_d_38", "load_drn_weights", "DRN_DEFAULT_TAPS", "DRN_LAYER_NAMES",
+    "DeepLabSeg", "deeplabv3", "deeplabv3plus", "load_deeplab_weights", "smp_encoder_file", "smp_weight_names",
+    "DEEPLAB_DEFAULT_TAPS", "DRN", "DRNSeg", "drn_d_22", "drn_d_38", "drn_imagenet_file", "load_drn_weights",
+    "DRN_DEFAULT_TAPS", "DRN_IMAGENET_URLS", "DRN_LAYER_NAMES", "fetch_pretrained",
 ]
 
 
@@ -47,3 +50,14 @@ def build_seg_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Modu
     except KeyError:
         raise ValueError(f"unknown segmentation model {name!r}; valid names: {sorted(SEG_MODELS)}") from None
     return builder(num_classes, **kwargs)
+
+
+def fetch_pretrained(name: str, encoder: str, encoder_weights: str | None, width: float = 1.0) -> None:
+    """Bring the pretrained file ``model.encoder_weights`` names into its cache now, so that a run
+    without it fails before it writes anything (offline: a WeightsError naming the file)."""
+    if encoder_weights is None:
+        return
+    if name in DRN_IMAGENET_URLS:
+        drn_imagenet_file(name, encoder_weights, width)
+    else:
+        smp_encoder_file(encoder, encoder_weights)
