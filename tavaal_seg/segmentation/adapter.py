@@ -13,28 +13,51 @@ from torch.utils.data import DataLoader
 
 from .config import SegConfig
 from ..core.adapter import Pool, batch_slices, contiguous_part
-from ..core.runtime import displayed_image_size
+from ..core.errors import DataError, InputNotFound
+from ..core.runtime import LOG, displayed_image_size
 from .data import (SEG_DATASETS, ClassTable, SegItem, SegmentationDataset, build_eval_transform,
-                   build_train_transform, folder_table, read_mask, reseed_transform, resized_uint8, seed_worker)
+                   build_train_transform, class_table_for, collate_same_size, read_mask, relative_posix,
+                   reseed_transform, resized_uint8, seed_worker)
 from .metrics import ConfusionMatrixIoU
-from .models import build_seg_model
+from .models import build_seg_model, fetch_pretrained
+
+
+def split_folder(value: str | dict[str, str], split: str) -> str:
+    """A folder key (``data.img_dir``/``data.ann_dir``) for one split: ``{split}`` filled in, or
+    the split's entry of a mapping (validated to exist)."""
+    return value[split] if isinstance(value, dict) else value.replace("{split}", split)
 
 
 def discover_split(cfg: SegConfig, data_root: Path, split: str) -> list[SegItem]:
     d = cfg.data
     if d.name == "folder":
-        return SEG_DATASETS["folder"].discover(Path(data_root) / split, d.images_dir, d.masks_dir)
+        return SEG_DATASETS["folder"].discover(data_root, split_folder(d.img_dir, split), split_folder(d.ann_dir, split),
+                                               d.img_suffix, d.seg_map_suffix)
     return SEG_DATASETS[d.name].discover(data_root, split)
+
+
+def discover_pool(cfg: SegConfig, data_root: Path) -> list[SegItem]:
+    """The training split, plus the images of ``data.unlabeled_dir`` (ids relative to that
+    folder; their masks, once made, go under the training split's ``ann_dir``)."""
+    d = cfg.data
+    items = discover_split(cfg, data_root, d.train_split)[: d.limit_train]
+    if d.unlabeled_dir is None:
+        return items
+    extra = SEG_DATASETS["folder"].discover(data_root, d.unlabeled_dir, split_folder(d.ann_dir, d.train_split),
+                                            d.img_suffix, d.seg_map_suffix)
+    ids = {it.image_id for it in items}
+    clash = [it for it in extra if it.image_id in ids]
+    if clash:
+        raise DataError(f"data.unlabeled_dir {d.unlabeled_dir!r}: image id {clash[0].image_id!r} ({clash[0].image}) is "
+                        f"also a {d.train_split!r} image; ids (relative path without suffix) must be unique, since "
+                        f"both folders' masks go under {split_folder(d.ann_dir, d.train_split)!r}")
+    return sorted(items + extra, key=lambda it: it.image_id)
 
 
 def class_table(cfg: SegConfig) -> ClassTable:
     d = cfg.data
-    spec = SEG_DATASETS[d.name]
-    if spec.default_table is None or d.classes:
-        if not d.classes:
-            raise ValueError(f"data.classes: the {d.name} dataset needs a list of class names")
-        return folder_table(d.classes, ignore_index=d.ignore_index)
-    return spec.default_table(ignore_index=d.ignore_index)  # type: ignore[call-arg]
+    return class_table_for(d.name, SEG_DATASETS[d.name].default_table, d.classes, d.ignore_index, d.label_map,
+                           d.palette)
 
 
 class SegmentationAdapter:
@@ -45,25 +68,26 @@ class SegmentationAdapter:
         self.data_root = Path(data_root)
         d = cfg.data
         if not self.data_root.is_dir():
-            raise FileNotFoundError(f"data root {self.data_root} does not exist or is not a directory")
+            raise InputNotFound(f"data root {self.data_root} does not exist or is not a directory")
         self.table = class_table(cfg)
         self.num_classes = self.table.num_classes
         self.ignore_index = self.table.ignore_index
         self.class_names = tuple(self.table.names)
-        self.train_items = discover_split(cfg, self.data_root, d.train_split)[: d.limit_train]
+        self.train_items = discover_pool(cfg, self.data_root)
         self.test_items = discover_split(cfg, self.data_root, d.test_split)[: d.limit_test]
         missing = [it.image_id for it in self.test_items if it.mask is None]
         if missing:
-            raise ValueError(f"data.test_split {d.test_split!r}: {len(missing)} test images have no mask, "
+            raise DataError(f"data.test_split {d.test_split!r}: {len(missing)} test images have no mask, "
                              f"e.g. {missing[:3]}; evaluation needs labeled images")
         if cfg.labels.mode == "oracle":
             unlabeled = [it for it in self.train_items if it.mask is None]
             if unlabeled:
-                raise ValueError(
+                raise DataError(
                     f"data.train_split {d.train_split!r}: {len(unlabeled)} of {len(self.train_items)} training images "
                     f"have no mask (e.g. {unlabeled[0].image_id}: expected {unlabeled[0].mask_location}); "
                     "labels.mode oracle needs a fully labeled pool; use labels.mode human to have it labeled")
-        self.label_help = (f"save each mask at its label_path under {self.data_root}: a single-channel PNG the size of "
+        kind = "an RGB PNG" if self.table.palette is not None else "a single-channel PNG"
+        self.label_help = (f"save each mask at its label_path under {self.data_root}: {kind} the size of "
                            f"its image whose values are {self.table.describe_values()}")
         self._validated: set[int] = set()
         self._train_tf = build_train_transform(tuple(d.crop), tuple(d.scale_range), self.ignore_index)
@@ -73,6 +97,10 @@ class SegmentationAdapter:
         self._train_set.items = self._pool_set.items = self.train_items  # one list: arriving masks reach both
         self._test_set = SegmentationDataset(self.test_items, self.table, eval_tf)
         self._vae_cache: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}
+        self._said_mixed_sizes = False
+        # a pretrained file named by model.encoder_weights is fetched now: offline, the run stops
+        # before it writes anything (the message says which file and where to put it)
+        fetch_pretrained(cfg.model.name, cfg.model.encoder, cfg.model.encoder_weights, cfg.model.width)
 
     # ------------------------------------------------------------------ pool and model
 
@@ -82,42 +110,48 @@ class SegmentationAdapter:
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        kwargs: dict = {}
+        kwargs: dict = {"weights": m.weights, "encoder_weights": m.encoder_weights}
         if m.name.startswith("drn"):
-            kwargs.update(width=m.width, weights=m.weights)
+            kwargs.update(width=m.width)
         else:
             kwargs.update(encoder_name=m.encoder, encoder_output_stride=m.output_stride,
-                          decoder_channels=m.decoder_channels, encoder_weights_path=m.weights)
+                          decoder_channels=m.decoder_channels)
         if m.taps is not None:
             kwargs["taps"] = list(m.taps)
         return build_seg_model(m.name, self.num_classes, **kwargs)
 
     # ------------------------------------------------------------------ batches
 
-    def _loader(self, dataset: SegmentationDataset, batches: list[np.ndarray], device: torch.device,
-                seed: int = 0) -> DataLoader:
+    def _batches(self, dataset: SegmentationDataset, batches: list[np.ndarray], device: torch.device,
+                 seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, masks) on ``device``, in the order of ``batches``; a batch whose images differ
+        in size comes as several same-size batches (:func:`collate_same_size`)."""
         workers = self.cfg.data.num_workers
-        return DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
-                          worker_init_fn=seed_worker if workers else None, pin_memory=device.type == "cuda",
-                          generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
+                            worker_init_fn=seed_worker if workers else None, pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(seed), collate_fn=collate_same_size)
+        for runs in loader:
+            if len(runs) > 1 and not self._said_mixed_sizes:
+                self._said_mixed_sizes = True
+                LOG.info("images of several sizes (e.g. %s): each batch is split where the size changes, so every "
+                         "image is scored at its native size; set data.eval_size to resize all to one size for full "
+                         "batches", ", ".join(f"{x.shape[-1]}x{x.shape[-2]}" for x, _, _ in runs[:3]))
+            for x, y, _ in runs:
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def train_batches(self, batches: Sequence[np.ndarray], generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         reseed_transform(self._train_tf, seed)  # the main-process stream (num_workers 0)
-        for x, y, _ in self._loader(self._train_set, list(batches), device, seed):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from self._batches(self._train_set, list(batches), device, seed)
 
     def pool_batches(self, indices: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-        batches = batch_slices(np.asarray(indices), batch_size)
-        for x, _, _ in self._loader(self._pool_set, batches, device):
-            yield x.to(device, non_blocking=True)
+        for x, _ in self._batches(self._pool_set, batch_slices(np.asarray(indices), batch_size), device):
+            yield x
 
     def labeled_pool_batches(self, indices: np.ndarray, batch_size: int,
                              device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batches = batch_slices(np.asarray(indices), batch_size)
-        for x, y, _ in self._loader(self._pool_set, batches, device):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from self._batches(self._pool_set, batch_slices(np.asarray(indices), batch_size), device)
 
     def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
         return {}  # pixel-class balance would need every mask decoded; not tracked
@@ -126,8 +160,7 @@ class SegmentationAdapter:
                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = contiguous_part(len(self.test_items), shard)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        for x, y, _ in self._loader(self._test_set, batches, device):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from self._batches(self._test_set, batches, device)
 
     # ------------------------------------------------------------------ losses and scores
 
@@ -163,7 +196,7 @@ class SegmentationAdapter:
             mask = read_mask(path, self.table)
             width, height = displayed_image_size(item.image)
             if mask.shape != (height, width):
-                raise ValueError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item.image} is "
+                raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item.image} is "
                                  f"{width}x{height}; a mask must have its image's size")
             self.train_items[i] = dataclasses.replace(item, mask=path)
             self._validated.add(i)
@@ -174,12 +207,12 @@ class SegmentationAdapter:
         if target is None:
             return ""
         try:
-            return target.resolve().relative_to(self.data_root.resolve()).as_posix()
-        except ValueError:
+            return relative_posix(target, self.data_root, "mask")
+        except DataError:
             return str(target)
 
     def assign_labels(self, labels: Mapping[int, str], source: str) -> None:
-        raise ValueError(f"{source}: segmentation labels are mask files, not a CSV; {self.label_help}")
+        raise DataError(f"{source}: segmentation labels are mask files, not a CSV; {self.label_help}")
 
     def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
         """uint8 N×3×H×W at the VAE size; each pool image is decoded once per size and cached."""
