@@ -38,3 +38,19 @@ def test_shipped_configs_load():
         if "cityscapes" in path.name or "camvid" in path.name:
             continue
         load_config(ClsConfig, path)
+
+
+def test_config_by_name_or_path_from_any_folder(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tavaal_seg.core.config import config_dir, find_config, shipped_configs
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    assert config_dir() == repo / "configs"  # a checkout: the one set of files the wheel ships too
+    assert find_config("cityscapes") == find_config("cityscapes.yaml") == repo / "configs" / "cityscapes.yaml"
+    (tmp_path / "cityscapes.yaml").write_text("seed: 3\n")
+    assert find_config("cityscapes.yaml") == Path("cityscapes.yaml")  # a file in the folder wins
+    assert {"demo", "cifar10", "cityscapes", "camvid"} <= set(shipped_configs())
+    with pytest.raises(ConfigError, match=r"--config nope: no such file, and not the name of a shipped config"):
+        find_config("nope")

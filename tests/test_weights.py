@@ -160,3 +160,19 @@ def test_classification_weights_files(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), small.state_dict().values()))
     with pytest.raises(WeightsError, match=r"tv\.pth does not fit.*CifarResNet18.*unexpected keys"):
         build_cls_model("resnet18_cifar", 4, width=0.125, weights=str(tmp_path / "tv.pth"))
+
+
+def test_weight_names_and_encoders_are_checked_with_the_config() -> None:
+    from tavaal_seg.core.errors import ConfigError
+    from tavaal_seg.core.validation import load_config
+    from tavaal_seg.segmentation.config import SegConfig
+
+    base = ["model.name=deeplabv3plus", "model.encoder=resnet18"]
+    with pytest.raises(ConfigError, match=r"model.encoder_weights: expected one of smp's weights for resnet18: "
+                                          r"imagenet, ssl, swsl, got 'instagram'"):
+        load_config(SegConfig, None, [*base, "model.encoder_weights=instagram"])
+    with pytest.raises(ConfigError, match=r"model.encoder: 'resnet5' is not an smp encoder \(did you mean resnet50"):
+        load_config(SegConfig, None, ["model.encoder=resnet5"])
+    with pytest.raises(ConfigError, match=r"model.weights/model.encoder_weights: expected one of them"):
+        load_config(SegConfig, None, [*base, "model.encoder_weights=imagenet", "model.weights=x.pth"])
+    load_config(SegConfig, None, ["model.encoder=tu-resnet10t", "model.encoder_weights=imagenet"])  # timm's own
