@@ -68,7 +68,7 @@ def test_the_bad_input_family_keeps_the_builtin_types_callers_catch():
 
 @pytest.mark.parametrize("argv, message", [
     (["--config", "no_such_config"], "--config no_such_config: no such file, and not the name of a shipped config "
-                                     "(camvid, cityscapes, cityscapes_drn, demo"),
+                                     "(caltech101, camvid, cifar10"),
     (["--set", "model.encoder_weights=imagenet"], "drn_d_22-4bd2f8ea.pth"),
 ])
 def test_config_errors_name_what_to_do(tmp_path, capsys, argv, message):

@@ -176,7 +176,7 @@ def test_unlabeled_dir_joins_the_pool_and_its_masks_go_under_ann_dir(tmp_path: P
 def test_a_symlinked_tree_runs_and_exports_paths_under_the_data_root(tmp_path: Path) -> None:
     """Images and masks that are links into another disk (folders and single files); refused
     before as 'image ... is not under root ...'."""
-    storage = write_own_data(tmp_path / "storage" / "real", n_unlabeled=0)
+    storage = write_own_data(tmp_path / "storage" / "real", n_labeled=12, n_unlabeled=0)
     root = tmp_path / "linked"
     (root / "images").mkdir(parents=True)
     os.symlink(storage / "images" / "train", root / "images" / "train")          # a linked folder
@@ -195,7 +195,7 @@ def test_a_symlinked_tree_runs_and_exports_paths_under_the_data_root(tmp_path: P
     assert all((root / r["path"]).is_file() for r in rows)
 
 
-def test_images_of_mixed_sizes_are_batched_by_size(tmp_path: Path, caplog) -> None:
+def test_images_of_mixed_sizes_are_batched_by_size(tmp_path: Path, capsys) -> None:
     samples = [(torch.zeros(3, h, 8), torch.zeros(h, 8), i) for i, h in enumerate([4, 4, 6, 4, 6, 6])]
     runs = collate_same_size(samples)
     assert [r[2].tolist() for r in runs] == [[0, 1], [2], [3], [4, 5]]  # order kept, nothing padded
@@ -210,9 +210,9 @@ def test_images_of_mixed_sizes_are_batched_by_size(tmp_path: Path, caplog) -> No
     run = tmp_path / "run"
     argv = ["--data-root", str(root), "--run-dir", str(run), "--strategy", "tavaal", "--cycles", "2", "--initial", "4",
             "--budget", "3", "--subset", "6", *TINY_RUN, *_sets(f"data.label_map={root / 'label_map.csv'}")]
-    with caplog.at_level("INFO", logger="tavaal"):
-        assert seg_main(argv) == 0
-    assert "images of several sizes" in caplog.text
+    assert seg_main(argv) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "images of several sizes" in line]
+    assert len(said) == 1 and "96x80" in said[0] and "96x64" in said[0]  # once, with the sizes
     assert len(list(csv.DictReader((run / "selections" / "cycle_01.csv").open()))) == 3
 
 
@@ -231,7 +231,7 @@ def test_initial_existing_needs_human_mode_and_some_labels(tmp_path: Path, capsy
     with pytest.raises(ConfigError, match=r"labels.initial_existing: expected false unless labels.mode is human"):
         _cfg("labels.initial_existing=true")
     root = write_own_data(tmp_path / "my_data", n_train=6, n_labeled=0, n_val=2, n_unlabeled=0)
-    argv = ["--data-root", str(root), "--run-dir", str(tmp_path / "run"), *TINY_RUN,
+    argv = ["--data-root", str(root), "--run-dir", str(tmp_path / "run"), "--cycles", "2", "--budget", "2", *TINY_RUN,
             *_sets(f"data.label_map={root / 'label_map.csv'}", "labels.mode=human", "labels.initial_existing=true")]
     assert seg_main(argv) == 2
     assert "labels.initial_existing: none of the 6 pool images has a label yet (e.g. annotations/train/north/" \
