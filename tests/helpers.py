@@ -110,5 +110,6 @@ def write_own_data(root: Path, n_train: int = 12, n_labeled: int = 8, n_val: int
     for k in range(n_unlabeled):
         image, _ = street_scene(rng, unlabeled_size if k % 2 else size)
         put(root / "incoming" / f"batch{k // 3}" / f"new_{k:03d}.jpg", image)
-    (root / "label_map.csv").write_text("source_id,train_id\n" + "".join(f"{s},{t}\n" for s, t in OWN_LABEL_MAP.items()))
+    rows = "".join(f"{source},{train}\n" for source, train in OWN_LABEL_MAP.items())
+    (root / "label_map.csv").write_text("source_id,train_id\n" + rows)
     return root

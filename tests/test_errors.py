@@ -3,7 +3,6 @@ failure inside torch (its own ValueError/RuntimeError, deep in a run) is exit 1 
 pointer on the terminal and the full traceback in run.log -- never reported as bad input."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -42,7 +41,8 @@ def test_an_internal_error_before_the_run_opened_still_leaves_its_traceback(tmp_
 
     monkeypatch.setattr(seg_cli, "SegmentationAdapter", broken_adapter)
     run = tmp_path / "run"
-    argv = ["--data-root", str(tmp_path), "--run-dir", str(run), "--device", "cpu", "--set", "data.synthetic_train=null"]
+    argv = ["--data-root", str(tmp_path), "--run-dir", str(run), "--device", "cpu",
+            "--set", "data.synthetic_train=null"]
     assert seg_cli.main(argv) == EXIT_INTERNAL
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "internal error: RuntimeError: stack expects each tensor" in err and str(run / "run.log") in err

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torchvision
 import yaml
@@ -37,7 +36,6 @@ def _config_of_the_docs() -> str:
     return block
 
 
-@pytest.mark.slow
 def test_own_data_to_the_first_ranked_list_and_label_studio(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     write_own_data(tmp_path / "my_data")

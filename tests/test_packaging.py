@@ -46,7 +46,7 @@ def test_wheel_ships_every_package_the_configs_and_the_console_scripts(wheel: Pa
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         for package_init in [*REPO.glob("tavaal_seg/**/__init__.py"), *REPO.glob("tavaal_cls/**/__init__.py")]:
-            assert package_init.relative_to(REPO).as_posix() in names, f"{package_init} missing: list it in pyproject.toml"
+            assert package_init.relative_to(REPO).as_posix() in names, f"{package_init}: list it in pyproject.toml"
         shipped = sorted(n for n in names if n.startswith("tavaal_seg/configs/"))
         assert shipped == sorted(f"tavaal_seg/configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))
         for name in shipped:

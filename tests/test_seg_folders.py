@@ -28,8 +28,8 @@ OWN = ["data.name=folder", "data.img_dir=images/{split}", "data.ann_dir=annotati
        "data.seg_map_suffix=_labelIds.png", f"data.classes=[{', '.join(OWN_CLASSES)}]", "data.crop=[64, 64]",
        "data.eval_size=null", "model.name=drn_d_22", "model.width=0.125"]
 TINY_RUN = ["--device", "cpu", "--epochs", "1", "--set", "train.batch_size=4", "--set", "vae.iterations=2",
-            "--set", "vae.batch_size=8", "--set", "vae.z_dim=8", "--set", "vae.width=0.0625", "--set", "vae.size=[32, 32]",
-            "--set", "ranker.hidden=8", "--set", "logging.tensorboard=false", "--set", "eval.batch_size=4"]
+            "--set", "vae.batch_size=8", "--set", "vae.z_dim=8", "--set", "vae.width=0.0625",
+            "--set", "vae.size=[32, 32]", "--set", "ranker.hidden=8", "--set", "logging.tensorboard=false", "--set", "eval.batch_size=4"]
 
 
 def _cfg(*sets: str) -> SegConfig:

@@ -106,7 +106,8 @@ def test_run_checkpoints_load_back_with_their_ranker(tmp_path: Path) -> None:
     load_run_checkpoint(tmp_path / "cycle_02.pt", model, again)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ranker.state_dict().values()))
     with pytest.raises(WeightsError, match=r"cycle_02\.pt \(ranker\) does not fit.*shape mismatches"):
-        load_run_checkpoint(tmp_path / "cycle_02.pt", DRNSeg("drn_d_22", 3, width=0.25), LossRanker(src.tap_channels, 16))
+        load_run_checkpoint(tmp_path / "cycle_02.pt", DRNSeg("drn_d_22", 3, width=0.25),
+                            LossRanker(src.tap_channels, 16))
     torch.save(src.state_dict(), tmp_path / "plain.pt")
     with pytest.raises(WeightsError, match=r"expected this package's \{'model': \.\.\., 'ranker': \.\.\.\} checkpoint"):
         load_run_checkpoint(tmp_path / "plain.pt", model)

@@ -178,7 +178,9 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
                dist, rank0_speaks=True)
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - not the user's input: a bug, or a failure inside a library
-        where = log_traceback(err, run_dir if dist.is_main and not relayed(err) else None)
+        # rank 0 writes its run.log; another rank's own error goes to its stderr (torchrun shows it),
+        # and rank 0's error relayed to the other ranks is rank 0's to report
+        where = "rank 0's run.log" if relayed(err) else log_traceback(err, run_dir if dist.is_main else None)
         first = (str(err).strip().splitlines() or [""])[0]
         report(f"{prog}: internal error: {type(err).__name__}: {first[:300]} (not a problem with your input; the "
                f"full traceback is in {where})", dist, relayed(err))

@@ -118,8 +118,9 @@ def hub_file(url: str, what: str) -> Path:
                                        progress=sys.stderr.isatty())
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a hash mismatch is a RuntimeError
         raise WeightsError(
-            f"{what}: cannot download {url} ({err}); without internet, fetch {name} on another machine and put it "
-            f"at {target} (the torch hub cache, $TORCH_HOME/hub/checkpoints), or pass the file as model.weights") from err
+            f"{what}: cannot download {url} ({err}); without internet, fetch {name} on another machine and put "
+            f"it at {target} (the torch hub cache, $TORCH_HOME/hub/checkpoints), or pass the file as model.weights"
+        ) from err
     return target
 
 

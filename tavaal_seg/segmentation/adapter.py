@@ -31,8 +31,8 @@ def split_folder(value: str | dict[str, str], split: str) -> str:
 def discover_split(cfg: SegConfig, data_root: Path, split: str) -> list[SegItem]:
     d = cfg.data
     if d.name == "folder":
-        return SEG_DATASETS["folder"].discover(data_root, split_folder(d.img_dir, split), split_folder(d.ann_dir, split),
-                                               d.img_suffix, d.seg_map_suffix)
+        return SEG_DATASETS["folder"].discover(data_root, split_folder(d.img_dir, split),
+                                               split_folder(d.ann_dir, split), d.img_suffix, d.seg_map_suffix)
     return SEG_DATASETS[d.name].discover(data_root, split)
 
 

@@ -30,10 +30,12 @@ class SegDataConfig:
         None, "colour (RGB) masks: [[r, g, b], ...] per data.classes, {name: [r, g, b]}, or a file: name,r,g,b .csv "
               "(CamVid class_dict.csv), CVAT labelmap.txt, .yaml/.json; colours of names outside data.classes are "
               "ignored, unknown colours are errors")
-    img_dir: str | dict[str, str] = option(FOLDER_ONLY["img_dir"], "folder: images under root/<img_dir>/** ({split} = "
-                                                                   "the split name; or a mapping split -> folder)")
-    ann_dir: str | dict[str, str] = option(FOLDER_ONLY["ann_dir"], "folder: masks under root/<ann_dir>/, same "
-                                                                   "relative folder as the image ({split} or a mapping)")
+    img_dir: str | dict[str, str] = option(
+        FOLDER_ONLY["img_dir"], "folder: images under root/<img_dir>/** ({split} = the split name; or a mapping "
+                                "split -> folder)")
+    ann_dir: str | dict[str, str] = option(
+        FOLDER_ONLY["ann_dir"], "folder: masks under root/<ann_dir>/, same relative folder as the image ({split} or a "
+                                "mapping)")
     img_suffix: str | None = option(None, "folder: image file names end with this (e.g. _leftImg8bit.png); null = "
                                           "any .png/.jpg/.jpeg")
     seg_map_suffix: str = option(".png", "folder: mask name = image name without img_suffix + this "
@@ -53,9 +55,9 @@ class SegModelConfig:
     name: str = option("deeplabv3plus", "architecture", choices="tavaal_seg.segmentation.models:SEG_MODELS")
     encoder: str = option("resnet50", "DeepLab: smp encoder, or tu-<timm model>",
                           choices="segmentation_models_pytorch.encoders:encoders", open_choices=True)
-    encoder_weights: str | None = option(None, "pretrained encoder by name, fetched into the hub cache once: smp's "
-                                               "names for the DeepLab encoder (imagenet, ssl, swsl, ...); DRN: imagenet "
-                                               "(model.width 1.0)")
+    encoder_weights: str | None = option(
+        None, "pretrained encoder by name, fetched into the hub cache once: smp's names for the DeepLab encoder "
+              "(imagenet, ssl, swsl, ...); DRN: imagenet (model.width 1.0)")
     output_stride: int = option(16, "DeepLab: 8 or 16", choices=(8, 16))
     decoder_channels: int = option(256, "DeepLab: ASPP/decoder width (smaller for CPU runs)")
     weights: str | None = option(None, "local weights file (.pt/.pth/.safetensors): an encoder state dict "
@@ -143,7 +145,8 @@ class SegConfig(BaseConfig):
             close = difflib.get_close_matches(m.encoder, names, n=3)
             raise ConfigError(f"model.encoder: {m.encoder!r} is not an smp encoder"
                               + (f" (did you mean {', '.join(close)}?)" if close else "")
-                              + "; see segmentation_models_pytorch.encoders.get_encoder_names(), or use tu-<timm model>")
+                              + "; see segmentation_models_pytorch.encoders.get_encoder_names(), or use "
+                                "tu-<timm model>")
         if m.encoder_weights is not None and not m.encoder.startswith("tu-"):
             offered = smp_weight_names(m.encoder)
             require(m.encoder_weights in offered, "model.encoder_weights",

@@ -1,12 +1,12 @@
 """Class tables: how raw mask values on disk become training ids.
 
 A :class:`ClassTable` is a 256-entry look-up table (raw uint8 mask value -> train id or the
-ignore index) plus a ``known`` flag per raw value. A table with a ``palette`` reads colour
-(RGB) masks: palette entry k is the colour of raw value k, which the table maps on as usual. The flag exists so that a mask containing a
+ignore index) plus a ``known`` flag per raw value. The flag exists so that a mask containing a
 value the dataset does not define (a wrong label format, an RGB-colour mask saved as grey, a
 16-bit instance map passed by mistake) is *rejected* with the file name instead of silently
 becoming "ignore" -- silently ignored labels train a model on nothing and look like a bad
-learning rate.
+learning rate. A table with a ``palette`` reads colour (RGB) masks: palette entry k is the
+colour of raw value k, which the table then maps like any raw value.
 """
 from __future__ import annotations
 

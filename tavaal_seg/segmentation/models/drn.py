@@ -198,7 +198,8 @@ def drn_imagenet_file(arch: str, encoder_weights: str = "imagenet", width: float
     """The authors' ImageNet checkpoint of ``arch`` in the torch hub cache (fetched on first use;
     offline, the error names the file and where to put it). It fits ``width`` 1.0 only."""
     if encoder_weights != "imagenet" or arch not in DRN_IMAGENET_URLS:
-        raise ConfigError(f"model.encoder_weights: {arch} has ImageNet weights only ('imagenet'), got {encoder_weights!r}")
+        raise ConfigError(f"model.encoder_weights: {arch} has ImageNet weights only ('imagenet'), "
+                          f"got {encoder_weights!r}")
     url = DRN_IMAGENET_URLS[arch]
     if width != 1.0:
         raise ConfigError(f"model.encoder_weights=imagenet: {url.rsplit('/', 1)[-1]} ({arch}'s ImageNet weights) fits "
