@@ -64,8 +64,8 @@ class ClassificationAdapter:
         unknown = np.flatnonzero(self._labels < 0)
         if cfg.labels.mode == "oracle" and len(unknown):
             raise DataError(f"{self.data_root}: {len(unknown)} training images have no label "
-                             f"(e.g. {self.data.train.paths[int(unknown[0])]}); labels.mode oracle needs a labeled "
-                             "pool; use labels.mode human to have them labeled")
+                            f"(e.g. {self.data.train.paths[int(unknown[0])]}); labels.mode oracle needs a labeled "
+                            "pool; use labels.mode human to have them labeled")
         self.label_help = ("write a CSV with header image_id,label (label = class name: "
                            + ", ".join(self.class_names[:10]) + (", ..." if self.num_classes > 10 else "")
                            + ") and pass it with --labels FILE")
@@ -166,8 +166,8 @@ class ClassificationAdapter:
         bad = {self.data.train.ids[i]: v for i, v in labels.items() if v not in index_of}
         if bad:
             raise DataError(f"{source}: {len(bad)} labels are not class names, e.g. {dict(list(bad.items())[:3])}; "
-                             f"expected one of {', '.join(self.class_names[:20])}"
-                             + (", ..." if self.num_classes > 20 else ""))
+                            f"expected one of {', '.join(self.class_names[:20])}"
+                            + (", ..." if self.num_classes > 20 else ""))
         for i, v in labels.items():
             self._labels[i] = index_of[v]
         self._on_device.clear()  # the device copy of the labels is stale now

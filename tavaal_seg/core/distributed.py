@@ -207,7 +207,7 @@ def init_distributed(device: torch.device, timeout_s: float) -> Distributed:
         count = torch.cuda.device_count()
         if local >= count:
             raise ConfigError(f"LOCAL_RANK={local} but this machine has {count} CUDA devices; start at most "
-                             f"{count} processes per node (torchrun --nproc_per_node)")
+                              f"{count} processes per node (torchrun --nproc_per_node)")
         torch.cuda.set_device(dist.local_device(device))
     # NCCL: abort a timed-out collective rather than hang in it (the default in recent torch)
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")

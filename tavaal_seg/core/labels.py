@@ -49,7 +49,7 @@ def read_id_list(path: Path, what: str = "id list") -> list[str]:
     for lineno, image_id in entries:
         if image_id in first_line:
             raise DataError(f"{what} {path}:{lineno}: duplicate image id {image_id!r} (first on line "
-                             f"{first_line[image_id]})")
+                            f"{first_line[image_id]})")
         first_line[image_id] = lineno
         ids.append(image_id)
     return ids
@@ -61,7 +61,7 @@ def read_labels_csv(path: Path) -> dict[str, str]:
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or not set(LABEL_COLUMNS) <= set(reader.fieldnames):
         raise DataError(f"labels file {path}: expected a CSV header with columns image_id,label, got "
-                         f"{reader.fieldnames}")
+                        f"{reader.fieldnames}")
     labels: dict[str, str] = {}
     for row in reader:
         lineno = reader.line_num
@@ -70,7 +70,7 @@ def read_labels_csv(path: Path) -> dict[str, str]:
             raise DataError(f"labels file {path}:{lineno}: expected image_id,label, got {row}")
         if labels.get(image_id, label) != label:
             raise DataError(f"labels file {path}:{lineno}: image {image_id!r} is labeled both "
-                             f"{labels[image_id]!r} and {label!r}")
+                            f"{labels[image_id]!r} and {label!r}")
         labels[image_id] = label
     if not labels:
         raise DataError(f"labels file {path} holds no image_id,label rows")

@@ -176,11 +176,11 @@ class ActiveLearningRun:
             unknown = [i for i in new if i not in self.index_of]
             if unknown:
                 raise DataError(f"labels file {path}: {len(unknown)} ids are not in the training pool, e.g. "
-                                 f"{unknown[:5]}")
+                                f"{unknown[:5]}")
             unselected = [i for i in new if i not in selected]
             if unselected:
                 raise DataError(f"labels file {path}: {len(unselected)} ids were never selected for labeling in "
-                                 f"{self.run_dir}, e.g. {unselected[:5]}; label only the ids in its selections/")
+                                f"{self.run_dir}, e.g. {unselected[:5]}; label only the ids in its selections/")
             changed = [i for i in new if i in merged and merged[i] != new[i]]
             if changed:
                 LOG.warning("labels file %s relabels %d images, e.g. %s", path, len(changed), changed[:5])

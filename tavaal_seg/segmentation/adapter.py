@@ -78,7 +78,7 @@ class SegmentationAdapter:
         missing = [it.image_id for it in self.test_items if it.mask is None]
         if missing:
             raise DataError(f"data.test_split {d.test_split!r}: {len(missing)} test images have no mask, "
-                             f"e.g. {missing[:3]}; evaluation needs labeled images")
+                            f"e.g. {missing[:3]}; evaluation needs labeled images")
         if cfg.labels.mode == "oracle":
             unlabeled = [it for it in self.train_items if it.mask is None]
             if unlabeled:
@@ -197,7 +197,7 @@ class SegmentationAdapter:
             width, height = displayed_image_size(item.image)
             if mask.shape != (height, width):
                 raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item.image} is "
-                                 f"{width}x{height}; a mask must have its image's size")
+                                f"{width}x{height}; a mask must have its image's size")
             self.train_items[i] = dataclasses.replace(item, mask=path)
             self._validated.add(i)
         return missing
