@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 import yaml
@@ -75,3 +76,16 @@ def test_own_data_to_the_first_ranked_list_and_label_studio(tmp_path: Path, monk
     metrics = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(m["n_labeled"]) for m in metrics] == [8, 12] and "IoU/car" in metrics[0]
     assert not (run / "labels_needed.csv").exists()
+
+    # the run's checkpoint loads back for scoring: the same mIoU as the run measured
+    from tavaal_seg.core.runtime import Precision
+    from tavaal_seg.core.training import evaluate
+    from tavaal_seg.core.validation import load_config
+    from tavaal_seg.segmentation.adapter import SegmentationAdapter
+    from tavaal_seg.segmentation.config import SegConfig
+
+    cfg = load_config(SegConfig, run / "config.yaml", [f"model.weights={run / 'checkpoints' / 'cycle_02.pt'}"])
+    adapter = SegmentationAdapter(cfg, tmp_path / "my_data")
+    cpu = torch.device("cpu")
+    scored = evaluate(adapter.build_model(), adapter, cfg, Precision(cpu, enabled=False), cpu)
+    assert scored["mIoU"] == pytest.approx(float(metrics[-1]["mIoU"]), abs=1e-9)
