@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tavaal_seg.core.adapter import Pool, Prediction, batch_slices, contiguous_part
+from tavaal_seg.core.errors import DataError
 from tavaal_seg.core.tasks import Accuracy, per_sample_cross_entropy, predictive_entropy
 
 from .config import ClsConfig
 from .data import ClassificationData, DataRequest, ImageSet, decode_images, load_dataset
-from .models import build_cls_model
+from .models import build_cls_model, fetch_pretrained
 
 
 def random_crop_flip(x: torch.Tensor, crop: int, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -54,7 +55,7 @@ class ClassificationAdapter:
             split_seed=d.split_seed, test_fraction=d.test_fraction, train_dir=d.train_dir, test_dir=d.test_dir,
             unlabeled_dir=d.unlabeled_dir))
         if len(self.data.train) == 0 or len(self.data.test) == 0:
-            raise ValueError(f"{self.data_root}: the {d.name} train or test split is empty")
+            raise DataError(f"{self.data_root}: the {d.name} train or test split is empty")
         self.num_classes = len(self.data.classes)
         self.class_names = tuple(self.data.classes)
         # human mode: the pool's labels are unknown (-1) until people deliver them, whatever the
@@ -63,13 +64,14 @@ class ClassificationAdapter:
             else np.full(len(self.data.train), -1, dtype=np.int64)
         unknown = np.flatnonzero(self._labels < 0)
         if cfg.labels.mode == "oracle" and len(unknown):
-            raise ValueError(f"{self.data_root}: {len(unknown)} training images have no label "
-                             f"(e.g. {self.data.train.paths[int(unknown[0])]}); labels.mode oracle needs a labeled "
-                             "pool; use labels.mode human to have them labeled")
+            raise DataError(f"{self.data_root}: {len(unknown)} training images have no label "
+                            f"(e.g. {self.data.train.paths[int(unknown[0])]}); labels.mode oracle needs a labeled "
+                            "pool; use labels.mode human to have them labeled")
         self.label_help = ("write a CSV with header image_id,label (label = class name: "
                            + ", ".join(self.class_names[:10]) + (", ..." if self.num_classes > 10 else "")
                            + ") and pass it with --labels FILE")
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        fetch_pretrained(cfg.model.name, cfg.model.encoder_weights)  # offline: stop before anything is written
 
     # -- data on the device, uint8, moved once
     def _tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,7 +96,7 @@ class ClassificationAdapter:
 
     def build_model(self) -> nn.Module:
         m = self.cfg.model
-        return build_cls_model(m.name, self.num_classes, m.width, m.weights)
+        return build_cls_model(m.name, self.num_classes, m.width, m.weights, m.encoder_weights)
 
     def train_batches(self, batches: Sequence[np.ndarray], generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -169,8 +171,8 @@ class ClassificationAdapter:
         h, w = train.images.shape[-2:]
         images = decode_images([Path(f) for f in files], h if h == w else None)
         if tuple(images.shape[-2:]) != (h, w):
-            raise ValueError(f"images are {images.shape[-1]}x{images.shape[-2]}, the pool's {w}x{h}; "
-                             "set data.resize for a square working size")
+            raise DataError(f"images are {images.shape[-1]}x{images.shape[-2]}, the pool's {w}x{h}; "
+                            "set data.resize for a square working size")
         start = len(train)
         new = np.full(len(ids), -1, dtype=np.int64)
         self.data.train = ImageSet([*train.ids, *ids], [*train.paths, *paths], np.concatenate([train.labels, new]),
@@ -191,9 +193,9 @@ class ClassificationAdapter:
         index_of = {name: k for k, name in enumerate(self.class_names)}
         bad = {self.data.train.ids[i]: v for i, v in labels.items() if v not in index_of}
         if bad:
-            raise ValueError(f"{source}: {len(bad)} labels are not class names, e.g. {dict(list(bad.items())[:3])}; "
-                             f"expected one of {', '.join(self.class_names[:20])}"
-                             + (", ..." if self.num_classes > 20 else ""))
+            raise DataError(f"{source}: {len(bad)} labels are not class names, e.g. {dict(list(bad.items())[:3])}; "
+                            f"expected one of {', '.join(self.class_names[:20])}"
+                            + (", ..." if self.num_classes > 20 else ""))
         for i, v in labels.items():
             self._labels[i] = index_of[v]
         self._on_device.clear()  # the device copy of the labels is stale now

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from tavaal_seg.core import errors
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
 
-class DataError(FileNotFoundError):
+class DataError(errors.InputNotFound):
     """The data root does not hold what the config says; the message says where to put what."""
 
 
@@ -69,7 +71,7 @@ def _load_rgb(path: Path, resize: int | None) -> np.ndarray:
                 im = im.crop((left, top, left + resize, top + resize))
             return np.asarray(im, dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise errors.DataError(f"cannot read image {path}: {err}") from err
 
 
 def decode_images(files: list[Path], resize: int | None) -> torch.Tensor:
@@ -80,7 +82,7 @@ def decode_images(files: list[Path], resize: int | None) -> torch.Tensor:
         arrays = list(pool.map(lambda p: _load_rgb(p, resize), files, chunksize=64))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"images differ in size {sorted(shapes)[:3]}; set data.resize to load them at one size")
+        raise errors.DataError(f"images differ in size {sorted(shapes)[:3]}; set data.resize to load them at one size")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -213,7 +215,7 @@ def imbalanced_keep(label: int, ratio: int, per_class: int = 5000) -> int | None
 
 def cifar10_imbalanced(req: DataRequest) -> ClassificationData:
     if req.imbalance_ratio < 1:
-        raise ValueError(f"data.imbalance_ratio must be >= 1, got {req.imbalance_ratio}")
+        raise errors.ConfigError(f"data.imbalance_ratio must be >= 1, got {req.imbalance_ratio}")
     # with data.train_per_class (scaled-down studies) the ratio holds at that scale: odd classes
     # keep train_per_class, even classes train_per_class / ratio
     per_class = req.train_per_class or 5000
@@ -314,7 +316,7 @@ CLS_DATASETS: types.MappingProxyType[str, Callable[[DataRequest], Classification
 
 def load_dataset(name: str, req: DataRequest) -> ClassificationData:
     if name not in CLS_DATASETS:
-        raise ValueError(f"data.name: unknown dataset {name!r}; choose one of {', '.join(sorted(CLS_DATASETS))}")
+        raise errors.ConfigError(f"data.name: unknown dataset {name!r}; choose one of {', '.join(sorted(CLS_DATASETS))}")
     if not req.root.exists():
         raise DataError(f"data root {req.root} does not exist; pass --data-root DIR (or set data.root / TAVAAL_DATA_ROOT)")
     return CLS_DATASETS[name](req)

@@ -1,6 +1,7 @@
 """Classification task models whose forward returns ``(logits, tapped feature maps)``."""
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from tavaal_seg.core.errors import ConfigError
 from tavaal_seg.core.registry import Registry
-from tavaal_seg.core.runtime import read_state_dict
+from tavaal_seg.core.weights import hub_file, load_fitted, read_state_dict
 
 
 class BasicBlock(nn.Module):
@@ -63,13 +65,22 @@ class CifarResNet18(nn.Module):
 
 class TorchvisionResNet18(nn.Module):
     """torchvision's ImageNet-style ResNet-18 (7×7 stem + max-pool) for 224-pixel inputs, with
-    the four stages tapped. Weights only from a local file: nothing is downloaded."""
+    the four stages tapped. ``encoder_weights="imagenet"`` passes torchvision's
+    ``ResNet18_Weights.IMAGENET1K_V1`` to torchvision (fetched into the torch hub cache first,
+    so that offline the error names the file and where to put it); the classifier is then a
+    fresh layer for ``num_classes``."""
 
-    def __init__(self, num_classes: int, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int, width: float = 1.0, encoder_weights: str | None = None) -> None:
         super().__init__()
         if width != 1.0:
-            raise ValueError("model.width: torchvision's resnet18 has a fixed width; use 1.0 or model resnet18_cifar")
-        self.net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+            raise ConfigError("model.width: torchvision's resnet18 has a fixed width; use 1.0 or model resnet18_cifar")
+        if encoder_weights is None:
+            self.net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+        else:
+            weights = TORCHVISION_WEIGHTS[encoder_weights]
+            hub_file(weights.url, f"model.encoder_weights={encoder_weights} (torchvision resnet18)")
+            self.net = torchvision.models.resnet18(weights=weights)
+            self.net.fc = nn.Linear(self.net.fc.in_features, num_classes)
         self.tap_channels = (64, 128, 256, 512)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -90,6 +101,14 @@ CLS_MODELS: Registry[ClsModelBuilder] = Registry("classification model", "model.
     ("resnet18", TorchvisionResNet18),
 ))
 
+# smp's names for pretrained weights -> torchvision's (the same ImageNet checkpoint smp's resnet18 uses)
+TORCHVISION_WEIGHTS = types.MappingProxyType({"imagenet": torchvision.models.ResNet18_Weights.IMAGENET1K_V1})
+# which models take model.encoder_weights (the others, registered ones included, have no published
+# pretrained weights: a registered builder loads its own, or model.weights loads a local file)
+PRETRAINED = types.MappingProxyType({"resnet18": TORCHVISION_WEIGHTS})
+# the classifier of each model: shaped by the number of classes, so a file for other classes leaves it at init
+HEADS = ("linear.", "net.fc.")
+
 
 def register_cls_model(name: str, builder: ClsModelBuilder | None = None, *,
                        replace: bool = False) -> ClsModelBuilder | Callable[[ClsModelBuilder], ClsModelBuilder]:
@@ -101,25 +120,35 @@ def register_cls_model(name: str, builder: ClsModelBuilder | None = None, *,
 
 
 def load_local_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a local state dict (``weights_only``: a checkpoint cannot run code). A classifier
-    head whose shape differs (other number of classes) is left at its initialisation."""
-    state = read_state_dict(path, "model.weights: file")
+    """Load a local weights file (``weights_only`` or ``.safetensors``): this package's run
+    checkpoint ``checkpoints/cycle_NN.pt``, a ``state_dict()`` of the model, or a torchvision
+    ResNet state dict (into ``resnet18``). A classifier shaped for another number of classes, or
+    absent (an encoder-only file), keeps its initialisation (logged); anything else that does not
+    fit raises a WeightsError naming the keys."""
+    state = read_state_dict(path, "model.weights file")
     own = model.state_dict()
     prefix = "net." if any(k.startswith("net.") for k in own) and not any(k.startswith("net.") for k in state) else ""
-    state = {prefix + k: v for k, v in state.items()}
-    compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in compatible]
-    if len(compatible) == 0:
-        raise ValueError(f"model.weights: {path} shares no parameter names/shapes with the model")
-    model.load_state_dict(compatible, strict=False)
-    if missing:
-        import logging
-
-        logging.getLogger("tavaal").info("model.weights: %d tensors kept at init (%s...)", len(missing), missing[:3])
+    load_fitted(model, {prefix + k: v for k, v in state.items()}, what=f"model.weights file {path}",
+                kind=f"a {type(model).__name__} state dict", optional=HEADS)
 
 
-def build_cls_model(name: str, num_classes: int, width: float = 1.0, weights: str | None = None) -> nn.Module:
-    model = CLS_MODELS.lookup(name)(num_classes, width)
+def fetch_pretrained(name: str, encoder_weights: str | None) -> None:
+    """Bring the file ``model.encoder_weights`` names into the torch hub cache now, so that a run
+    without it fails before it writes anything (offline: a WeightsError naming the file)."""
+    if encoder_weights is not None and encoder_weights in PRETRAINED.get(name, {}):
+        hub_file(PRETRAINED[name][encoder_weights].url, f"model.encoder_weights={encoder_weights} ({name})")
+
+
+def build_cls_model(name: str, num_classes: int, width: float = 1.0, weights: str | None = None,
+                    encoder_weights: str | None = None) -> nn.Module:
+    builder = CLS_MODELS.lookup(name)
+    if encoder_weights is not None:
+        if encoder_weights not in PRETRAINED.get(name, {}):
+            raise ConfigError(f"model.encoder_weights: {name} has no pretrained weights {encoder_weights!r} "
+                              f"(models with weights: {', '.join(f'{k}: {sorted(v)}' for k, v in PRETRAINED.items())})")
+        model = builder(num_classes, width, encoder_weights=encoder_weights)
+    else:
+        model = builder(num_classes, width)
     if weights:
         load_local_weights(model, weights)
     return model

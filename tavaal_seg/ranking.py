@@ -20,15 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.config import ConfigError, read_yaml
+from .core.config import DEVICES, ConfigError, read_yaml
+from .core.errors import BadInput, internal_error_message, user_message
 from .core.export import EXPORTERS, ExportContext, check_export_options, write_export
 from .core.ranking import Ranking, rank_folder
 from .core.report import read_curve, render_report, settings_of
-from .core.runtime import atomic_write_text, setup_logging
+from .core.runtime import atomic_write_text, log_traceback, setup_logging
 from .tasks import TASKS, run_config
 
 PROG = "rank_images.py"
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
 
 @dataclass
@@ -70,6 +71,9 @@ def rank_images(run_dir: str | Path, images: str | Path, *, budget: int | None =
     check_export_options(list(formats), prefix, key="--format")
     if formats and out is None:
         raise ConfigError("--format writes the top K next to the ranking CSV: give --out too")
+    for flag, target in (("--out", out), ("--report", report)):
+        if target is not None and Path(target).is_dir():
+            raise ConfigError(f"{flag} {target} is a directory; name the file to write")
     root = getattr(getattr(cfg, "data", None), "root", None)
     if root is None:
         raise ConfigError(f"{run_dir / 'config.yaml'} has no data.root; pass --data-root (the run's data)")
@@ -119,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="outputs: the whole ranking (--out, CSV: rank,image_id,path,score,selected,group,strategy,"
                "score_meaning; ids and paths relative to --images), the top K in each --format as "
                "<out stem>.top<suffix>, and --report FILE.html.\nactive.max_per_group / active.diversity of "
-               "the run's config (or --set) choose the top K.\n\nexit codes: 0 written, 2 bad input")
+               "the run's config (or --set) choose the top K.\n\nexit codes: 0 written, 1 internal error (a bug or "
+               "a failure inside torch; the traceback is printed), 2 bad input (run dir, folder, config, files)")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory with a trained cycle")
     parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="the folder of new images")
     parser.add_argument("--budget", type=int, metavar="K", help="how many to pick (default: the run's active.budget)")
@@ -133,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, metavar="HTML", help="also write a selection report of the top K")
     parser.add_argument("--data-root", type=Path, metavar="DIR",
                         help="where the run's own (labeled) images are now (default: data.root of the run)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device (default: the run's)")
+    parser.add_argument("--device", choices=list(DEVICES), help="compute device (default: the run's)")
     parser.add_argument("--task", choices=TASKS, help="the run's task (default: read from its config.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change a config key for the ranking, e.g. --set active.max_per_group=2 (repeatable)")
@@ -147,9 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = rank_images(args.run_dir, args.images, budget=args.budget, out=args.out, formats=args.formats,
                              uri_prefix=args.uri_prefix, pre_annotations=args.pre_annotations, report=args.report,
                              data_root=args.data_root, device=args.device, overrides=args.overrides, task=args.task)
-    except (ValueError, OSError) as err:  # ConfigError, ExportError, bad files: all named in the message
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+    except BadInput as err:  # the config, the run dir, the folder, a file: named in the message
+        print(f"{PROG}: error: {user_message(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as err:  # noqa: BLE001 - not the user's input: a bug, or a failure inside a library
+        print(internal_error_message(PROG, err, log_traceback(err, None)), file=sys.stderr)
+        return EXIT_INTERNAL
     r = result.ranking
     print(json.dumps({"ranked": len(r.images), "picked": len(r.picks.items), "strategy": r.strategy,
                       "model_cycle": r.model_cycle, "written": [str(p) for p in result.written]}))

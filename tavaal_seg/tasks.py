@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .core.adapter import TaskSpec
 from .core.config import BaseConfig, ConfigError
+from .core.errors import RunDirError
 from .core.validation import load_config
 
 # --task name -> the package exposing TASK (a core.adapter.TaskSpec)
@@ -27,7 +28,7 @@ def run_config(run_dir: Path, task: str | None = None, overrides: Sequence[str] 
     task whose config class reads the file (each refuses the other's keys), or ``task`` if given."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {path} does not exist")
+        raise RunDirError(f"{run_dir} is not a run directory: {path} does not exist")
     errors = []
     for name in [task] if task else TASKS:
         spec = load_task(name)

@@ -75,3 +75,41 @@ def run_outcome(run: Path) -> dict:
     return {"selections": state["selections"], "metrics": [c["metrics"] for c in state["cycles"]],
             "exports": {p.name: p.read_text() for p in sorted((run / "selections").iterdir())}}
 
+
+
+# ------------------------------------------------------------------ a segmentation team's own tree
+
+# what tests/test_own_data.py and docs/own_data.md call "my_data": the synthetic scenes' labelIds
+# (tavaal_seg.segmentation.data.synthetic) mapped to 8 classes; 0 (unlabeled), 1 (ego), 4 (static) ignored
+OWN_CLASSES = ["road", "sidewalk", "building", "pole", "vegetation", "sky", "person", "car"]
+OWN_LABEL_MAP = {7: 0, 8: 1, 11: 2, 17: 3, 21: 4, 23: 5, 24: 6, 26: 7, 0: 255, 1: 255, 4: 255}
+
+
+def write_own_data(root: Path, n_train: int = 12, n_labeled: int = 8, n_val: int = 4, n_unlabeled: int = 6,
+                   size: tuple[int, int] = (64, 96), unlabeled_size: tuple[int, int] = (80, 96)) -> Path:
+    """A team's tree, mmsegmentation style: ``images/{train,val}/<site>/<name>.jpg``, source-id masks
+    ``annotations/{train,val}/<site>/<name>_labelIds.png`` for the first ``n_labeled`` training images
+    and every val image, ``incoming/<batch>/<name>.jpg`` (unlabeled, another size) and
+    ``label_map.csv`` (source id -> train id)."""
+    import cv2
+
+    from tavaal_seg.segmentation.data import street_scene
+
+    def put(path: Path, array: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(path), cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array)
+
+    rng = np.random.default_rng(0)
+    for split, n, labeled in (("train", n_train, n_labeled), ("val", n_val, n_val)):
+        for k in range(n):
+            image, label = street_scene(rng, size)
+            site = ("north", "south")[k % 2]
+            put(root / "images" / split / site / f"{split}_{k:03d}.jpg", image)
+            if k < labeled:
+                put(root / "annotations" / split / site / f"{split}_{k:03d}_labelIds.png", label)
+    for k in range(n_unlabeled):
+        image, _ = street_scene(rng, unlabeled_size if k % 2 else size)
+        put(root / "incoming" / f"batch{k // 3}" / f"new_{k:03d}.jpg", image)
+    rows = "".join(f"{source},{train}\n" for source, train in OWN_LABEL_MAP.items())
+    (root / "label_map.csv").write_text("source_id,train_id\n" + rows)
+    return root

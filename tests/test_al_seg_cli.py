@@ -87,7 +87,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
 def test_help_runs():
     out = subprocess.run([sys.executable, str(REPO / "tools" / "al_seg.py"), "--help"], capture_output=True, text=True,
                          check=True).stdout
-    assert "data.eval_size" in out and "model.output_stride" in out and "demo.yaml" in out
+    assert "data.eval_size" in out and "model.output_stride" in out and "default: demo" in out
 
 
 def test_segmentation_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):

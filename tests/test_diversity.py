@@ -60,7 +60,7 @@ def test_config_checks_name_the_key():
              ({"active.group_by": "regex"}, "active.group_pattern: expected a regular expression"),
              ({"active.group_by": "regex", "active.group_pattern": "'(['"}, "is not a regular expression"),
              ({"active.group_by": "csv"}, "active.group_file: expected a CSV file"),
-             ({"active.diversity": "dpp"}, "active.diversity: expected none or kcenter"),
+             ({"active.diversity": "dpp"}, "active.diversity: expected one of kcenter, none"),
              ({"active.diversity": "kcenter", "active.diversity_candidates": 5},
               "active.diversity_candidates: expected null (4 x budget) or at least active.budget (10)")]
     for sets, message in cases:

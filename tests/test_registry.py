@@ -153,5 +153,7 @@ def test_a_registered_segmentation_model_gets_the_model_section(tmp_path):
         model = seg.SegmentationAdapter(cfg, root).build_model()
         assert seen == {"width": 0.5, "weights": None, "taps": ["layer5"]}
         assert model(torch.zeros(2, 3, 32, 64))[0].shape == (2, 19, 32, 64)
+        with pytest.raises(ConfigError, match=f"model.encoder_weights: expected null for {name}"):
+            load_config(seg.SegConfig, None, [f"model.name={name}", "model.encoder_weights=imagenet"])
     with pytest.raises(ValueError, match="unknown segmentation model"):
         seg.build_seg_model(name, 3)

@@ -272,9 +272,35 @@ def test_rank_images_bad_inputs_are_named(tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
     assert rank_main([str(run), "--images", str(root / "test"), "--format", "labelbox"]) == 2
     assert "needs image URLs" in capsys.readouterr().err
+    assert rank_main([str(run), "--images", str(root / "test"), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
+    no_model = tmp_path / "no_model"
+    shutil.copytree(run, no_model, ignore=shutil.ignore_patterns("checkpoints"))
+    assert rank_main([str(no_model), "--images", str(root / "test"), "--out", str(tmp_path / "r.csv")]) == 2
+    assert "has no trained model yet" in capsys.readouterr().err
     help_text = subprocess.run([sys.executable, str(REPO / "tools" / "rank_images.py"), "--help"],
                                capture_output=True, text=True, check=True).stdout
     assert "--images" in help_text and "--budget" in help_text and "without training the task model" in help_text
     assert "--cycle" in subprocess.run([sys.executable, str(REPO / "tools" / "report.py"), "--help"],
                                        capture_output=True, text=True, check=True).stdout
+
+
+def _torch_fails_inside(*args, **kwargs):
+    """What a shape bug deep in scoring looks like: torch's own ValueError, not the user's input."""
+    raise ValueError("Expected input batch_size (4) to match target batch_size (3).")
+
+
+def test_rank_images_and_report_internal_errors_exit_1_with_the_traceback(tmp_path, capsys, monkeypatch):
+    root, run = write_image_folder(tmp_path / "data"), tmp_path / "run"
+    assert cls_main(tiny_run_args(root, run, "--cycles", "1", "--set", "logging.tensorboard=false")) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("tavaal_seg.ranking.rank_folder", _torch_fails_inside)
+    assert rank_main([str(run), "--images", str(root / "test"), "--out", str(tmp_path / "r.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "rank_images.py: internal error: ValueError: Expected input batch_size" in err and "Traceback" in err
+    assert "not a problem with your input" in err and not (tmp_path / "r.csv").exists()
+    monkeypatch.setattr("tavaal_seg.core.report.run_report", _torch_fails_inside)
+    assert report_main([str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "report.py: internal error: ValueError" in err and "Traceback" in err

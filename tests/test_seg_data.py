@@ -260,7 +260,7 @@ def test_folder_discovery_and_resized_cache(tmp_path: Path) -> None:
     _write_gray(tmp_path / "labels" / "a" / "x_mask.png", np.ones((24, 40), np.uint8))
     _write_gray(tmp_path / "labels" / "z_mask.png", np.zeros((24, 40), np.uint8))
     (tmp_path / "images" / "notes.txt").write_text("ignored")
-    items = discover_folder(tmp_path, "images", "labels", mask_suffix="_mask.png")
+    items = discover_folder(tmp_path, "images", "labels", seg_map_suffix="_mask.png")
     assert [it.image_id for it in items] == ["a/b/y", "a/x", "z"]
     assert items[0].mask is None and items[1].mask == tmp_path / "labels/a/x_mask.png"
     assert items[1].rel_path(tmp_path) == "images/a/x.png"

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import DataError
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -28,7 +30,7 @@ class Pool:
         if len(set(self.ids)) != len(self.ids):
             seen: set[str] = set()
             dupes = [i for i in self.ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
-            raise ValueError(f"duplicate image ids in the pool: {dupes[:5]}")
+            raise DataError(f"duplicate image ids in the pool: {dupes[:5]}")
 
     def __len__(self) -> int:
         return len(self.ids)

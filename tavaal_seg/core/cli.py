@@ -6,22 +6,24 @@ import dataclasses
 import logging
 import os
 import sys
-import typing
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import BaseConfig, ConfigError
+from .config import DEVICES, BaseConfig, ConfigError, allowed_values, find_config, read_yaml, shipped_configs, walk_keys
 from .distributed import Distributed, init_distributed, relayed
+from .errors import BadInput, internal_error_message, user_message
 from .labels import LabelsNeeded
 from .lock import RunDirLocked
-from .loop import ActiveLearningRun, RunDirError
-from .runtime import LOG, resolve_device, setup_logging
+from .loop import ActiveLearningRun
+from .runtime import LOG, log_traceback, resolve_device, setup_logging
 from .strategies import STRATEGIES
 from .validation import load_config
 
-# 3: human mode waits for labels (not an error: label, then --resume); 75: sysexits' EX_TEMPFAIL
-EXIT_OK, EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_RUN_DIR_BUSY, EXIT_INTERRUPTED = 0, 2, 3, 75, 130
+# 1: an internal error (a bug, or a failure deep in torch), traceback in run.log; 3: human mode
+# waits for labels (not an error: label, then --resume); 75: sysexits' EX_TEMPFAIL
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_RUN_DIR_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 75, 130
 
 # flag -> dotted config key; every other value goes through --set
 FLAG_KEYS = {
@@ -31,40 +33,55 @@ FLAG_KEYS = {
 }
 
 
-def describe_keys(cls: type, prefix: str = "") -> list[str]:
-    """``key (type, default)`` lines for --help, walked from the config dataclasses."""
+def describe_keys(cls: type) -> list[str]:
+    """--help lines for every config key, walked from the config dataclasses: ``key = default
+    (type)``, then its description and, for an enumerated key, its allowed values (read from the
+    registries, so names registered later are listed too)."""
     lines = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines += describe_keys(tp, f"{prefix}{f.name}.")
-            continue
+    for key, f, tp in walk_keys(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         type_name = str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
-        lines.append(f"  {prefix}{f.name} = {default!r}  ({type_name})")
+        lines.append(f"  {key} = {default!r}  ({type_name})")
+        allowed = allowed_values(f)
+        listed = "; among others: " if f.metadata.get("open_choices") else "; one of: "
+        text = f.metadata.get("help", "") + (f"{listed}{', '.join(map(str, allowed))}" if allowed else "")
+        lines += textwrap.wrap(text, width=110, initial_indent="      ", subsequent_indent="      ")
     return lines
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def task_configs(config_cls: type) -> list[str]:
+    """The shipped configs whose ``data.name`` this tool's config class accepts."""
+    datasets = next((allowed_values(f) for key, f, _ in walk_keys(config_cls) if key == "data.name"), None)
+    names = []
+    for name in shipped_configs():
+        data = read_yaml(find_config(name)).get("data") or {}
+        if datasets is None or data.get("name", config_cls().data.name) in datasets:  # type: ignore[attr-defined]
+            names.append(name)
+    return names
+
+
+def add_run_flags(parser: argparse.ArgumentParser, label_csv: bool = True) -> argparse.ArgumentParser:
     """The flags every AL tool takes besides ``--config`` (also parsed by the studies runner, which
-    must read the arguments it passes on exactly as the tool will)."""
+    must read the arguments it passes on exactly as the tool will). ``label_csv``: the tool's
+    labels arrive as ``image_id,label`` CSV files (classification), so ``--labels`` is offered."""
     parser.add_argument("--data-root", help="dataset folder (config data.root; else $TAVAAL_DATA_ROOT)")
     parser.add_argument("--run-dir", help="where state, metrics, selections and logs go (config run_dir)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last completed step")
     parser.add_argument("--force", action="store_true",
                         help="with --resume: continue although the config differs from the run's (the diff is logged)")
-    parser.add_argument("--labels", dest="label_files", type=Path, action="append", default=[], metavar="CSV",
-                        help="labels.mode human, classification: import an image_id,label CSV of delivered labels "
-                             "before resuming (repeatable; stored in the run dir)")
-    parser.add_argument("--strategy", help=" | ".join(STRATEGIES) + " (active.strategy; register_strategy adds more)")
+    if label_csv:
+        parser.add_argument("--labels", dest="label_files", type=Path, action="append", default=[], metavar="CSV",
+                            help="labels.mode human: import an image_id,label CSV of delivered labels before "
+                                 "resuming (repeatable; stored in the run dir)")
+    parser.add_argument("--strategy", help=f"{' | '.join(sorted(STRATEGIES))} (active.strategy; register_strategy "
+                                           "adds more)")
     parser.add_argument("--cycles", type=int, help="train/evaluate rounds (active.cycles)")
     parser.add_argument("--initial", type=int, help="images labeled at random before cycle 1 (active.initial)")
     parser.add_argument("--budget", type=int, help="images selected per cycle (active.budget)")
     parser.add_argument("--subset", type=int, help="unlabeled images scored per cycle (active.subset)")
     parser.add_argument("--epochs", type=int, help="task-model epochs per cycle (train.epochs)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device (device)")
+    parser.add_argument("--device", choices=list(DEVICES), help="compute device (device)")
     parser.add_argument("--seed", type=int, help="run seed (seed)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set train.lr=0.01 (repeatable; value parsed as YAML)")
@@ -82,25 +99,28 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     return [*overrides, *args.overrides]
 
 
-def build_parser(prog: str, description: str, config_cls: type, default_config: Path) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, config_cls: type, default_config: str,
+                 label_csv: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (set in the YAML file or with --set key=value; shown with their defaults):\n"
                + "\n".join(describe_keys(config_cls))
-               + "\n\nexit codes: 0 done, 2 bad input (config, data, labels, run dir), 3 waiting for labels "
-                 "(labels.mode human: label what the message lists, then --resume), 75 run dir in use by "
+               + "\n\nexit codes: 0 done, 1 internal error (a bug or a failure inside torch; the full traceback "
+                 "is in RUN_DIR/run.log), 2 bad input (config, data, weights, labels, run dir), 3 waiting for "
+                 "labels (labels.mode human: label what the message lists, then --resume), 75 run dir in use by "
                  "another process, 130 interrupted"
                + "\n\nseveral processes: start the same command under torchrun (e.g. torchrun --standalone "
                  "--nproc_per_node 4 ...); batch sizes are global, only rank 0 writes the run dir "
                  "(docs/distributed.md)")
-    parser.add_argument("--config", type=Path, default=default_config,
-                        help=f"experiment YAML (default: {default_config})")
-    add_run_flags(parser)
+    parser.add_argument("--config", default=default_config,
+                        help=f"experiment YAML: a path, or the name of a shipped config "
+                             f"({', '.join(task_configs(config_cls))}; default: {default_config})")
+    add_run_flags(parser, label_csv)
     return parser
 
 
 def resolve(args: argparse.Namespace, config_cls: type[BaseConfig]) -> BaseConfig:
-    cfg = load_config(config_cls, args.config, overrides_from_args(args))
+    cfg = load_config(config_cls, find_config(args.config), overrides_from_args(args))
     data = getattr(cfg, "data", None)
     if data is not None and data.root is None and os.environ.get("TAVAAL_DATA_ROOT"):
         data.root = os.environ["TAVAAL_DATA_ROOT"]
@@ -123,11 +143,12 @@ def report(message: str, dist: Distributed, rank0_speaks: bool) -> None:
 
 
 def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls: type[BaseConfig],
-         default_config: Path, make_adapter: Callable[[Any, Path], Any]) -> int:
-    parser = build_parser(prog, description, config_cls, default_config)
+         default_config: str, make_adapter: Callable[[Any, Path], Any], label_csv: bool = True) -> int:
+    parser = build_parser(prog, description, config_cls, default_config, label_csv)
     args = parser.parse_args(argv)
     setup_logging()
     dist = Distributed()
+    run_dir: Path | None = Path(args.run_dir) if args.run_dir else None
     try:
         cfg = resolve(args, config_cls)
         if cfg.data.root is None:
@@ -139,7 +160,7 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
             setup_logging(level=logging.WARNING, prefix=f"[rank {dist.rank}] ")
         adapter = dist.main_first(lambda: make_adapter(cfg, Path(cfg.data.root)))
         run = ActiveLearningRun(cfg, adapter, run_dir, resume=args.resume, force=args.force,
-                                label_files=args.label_files, dist=dist)
+                                label_files=getattr(args, "label_files", []), dist=dist)
         if dist.is_main:
             setup_logging(run_dir)
         state = run.run()
@@ -149,13 +170,19 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
     except RunDirLocked as err:
         report(f"{prog}: error: {err}", dist, relayed(err))
         return EXIT_RUN_DIR_BUSY
-    except (ConfigError, RunDirError, FileNotFoundError, ValueError) as err:
-        report(f"{prog}: error: {err}", dist, relayed(err))
+    except BadInput as err:
+        report(f"{prog}: error: {user_message(err)}", dist, relayed(err))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         report(f"{prog}: interrupted; continue with --resume --run-dir {getattr(args, 'run_dir', None) or ''}".rstrip(),
                dist, rank0_speaks=True)
         return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - not the user's input: a bug, or a failure inside a library
+        # rank 0 writes its run.log; another rank's own error goes to its stderr (torchrun shows it),
+        # and rank 0's error relayed to the other ranks is rank 0's to report
+        where = "rank 0's run.log" if relayed(err) else log_traceback(err, run_dir if dist.is_main else None)
+        report(internal_error_message(prog, err, where), dist, relayed(err))
+        return EXIT_INTERNAL
     finally:
         dist.close()
     LOG.info("done: %d labeled images; outputs in %s", len(state.labeled), run_dir)

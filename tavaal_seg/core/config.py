@@ -12,125 +12,174 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config value or key is wrong; the message says which and what was expected."""
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+           choices: str | Sequence[Any] | None = None, open_choices: bool = False) -> Any:
+    """A config field: its default, the one-line description ``--help`` shows, and for an
+    enumerated key its allowed values -- a tuple, or ``"module:NAME"`` naming a registry (a
+    mapping whose keys are the names), looked up only when needed, so that reading a config
+    imports nothing heavy and names registered later count. :mod:`core.validation` checks every
+    key that has choices (each item of a list-valued key), unless ``open_choices``: the names
+    are listed in --help, and the adapter's own check also accepts others (e.g. timm models)."""
+    metadata: dict[str, Any] = {"help": help, "open_choices": open_choices}
+    if choices is not None:
+        metadata["choices"] = choices if isinstance(choices, str) else tuple(choices)
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def allowed_values(f: dataclasses.Field) -> list[Any] | None:
+    """The allowed values of a config field made with ``option(choices=...)`` (None: any value)."""
+    choices = f.metadata.get("choices")
+    if choices is None:
+        return None
+    if isinstance(choices, str):
+        import importlib
+
+        module, _, name = choices.partition(":")
+        return sorted(getattr(importlib.import_module(module), name))
+    return list(choices)
+
+
+def walk_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """(dotted key, field, type) of every leaf key of config dataclass ``cls``, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from walk_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, hints[f.name]
 
 
 @dataclass
 class ActiveConfig:
-    strategy: str = "tavaal"          # random | entropy | coreset | lloss | vaal | tavaal
-    initial: int = 1000               # images labeled at random before cycle 1
-    budget: int = 1000                # images selected per cycle
-    cycles: int = 10                  # train/evaluate rounds (cycle 1 trains on `initial`)
-    subset: int = 10000               # unlabeled images scored per cycle (random subset of the pool)
-    select_after_last: bool = False   # also select after the last cycle (what to label next)
-    # what makes images "the same place" (neighbouring frames of one drive): city | sequence | folder | regex | csv
-    group_by: str | None = None
-    group_pattern: str | None = None  # group_by regex: searched in each image id; the group is its first capture group
-    group_file: str | None = None     # group_by csv: a CSV with columns image_id,group
-    max_per_group: int | None = None  # at most this many picks per group in one selection (needs group_by)
-    diversity: str = "none"           # none | kcenter: re-pick the budget from the top diversity_candidates by score
-                                      # with k-center greedy on the task model's features
-    diversity_candidates: int | None = None  # M of that top-M; null = 4 x budget
+    strategy: str = option("tavaal", "how the next images are chosen", choices="tavaal_seg.core.strategies:STRATEGIES")
+    initial: int = option(1000, "images labeled at random before cycle 1 (cycle 0)")
+    budget: int = option(1000, "images selected per cycle")
+    cycles: int = option(10, "train/evaluate rounds (cycle 1 trains on the initial images)")
+    subset: int = option(10000, "unlabeled images scored per cycle (a random subset of the pool)")
+    select_after_last: bool = option(False, "also select after the last cycle (what to label next)")
+    group_by: str | None = option(None, "what makes images 'the same place' (neighbouring frames of one drive) for "
+                                        "active.max_per_group (null: no groups)",
+                                  choices="tavaal_seg.core.diversity:GROUP_KEYS")
+    group_pattern: str | None = option(None, "group_by regex: searched in each image id; the group is its first "
+                                             "capture group")
+    group_file: str | None = option(None, "group_by csv: a CSV file with columns image_id,group")
+    max_per_group: int | None = option(None, "at most this many picks per group in one selection (needs group_by)")
+    diversity: str = option("none", "kcenter: re-pick the budget from the top diversity_candidates by score with "
+                                    "k-center greedy on the task model's features", choices="tavaal_seg.core.diversity:DIVERSITY")
+    diversity_candidates: int | None = option(None, "M of diversity's top-M candidates (null: 4 x budget)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 128
-    optimizer: str = "sgd"            # sgd | adam | adamw
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "multistep"       # multistep | poly | constant
-    milestones: list[int] = field(default_factory=lambda: [160])
-    gamma: float = 0.1
-    poly_power: float = 0.9
-    amp: bool = True                  # bf16 (or fp16 + GradScaler) autocast on CUDA; fp32 on CPU
-    amp_on_cpu: bool = False          # bf16 autocast on CPU too (slow; exercises the AMP path)
-    channels_last: bool = True        # on CUDA only
+    epochs: int = option(200, "task-model epochs per cycle")
+    batch_size: int = option(128, "global training batch (split over the processes under torchrun)")
+    optimizer: str = option("sgd", "task-model optimizer", choices="tavaal_seg.core.training:OPTIMIZERS")
+    lr: float = option(0.1, "learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "weight decay")
+    schedule: str = option("multistep", "learning-rate schedule", choices="tavaal_seg.core.training:SCHEDULES")
+    milestones: list[int] = option(help="multistep: epochs at which the rate is multiplied by gamma",
+                                   factory=lambda: [160])
+    gamma: float = option(0.1, "multistep: factor at each milestone")
+    poly_power: float = option(0.9, "poly: (1 - step/total) ** power")
+    amp: bool = option(True, "mixed precision on CUDA: bf16 (or fp16 + GradScaler) autocast; fp32 on CPU")
+    amp_on_cpu: bool = option(False, "bf16 autocast on CPU too (slow; exercises the AMP path)")
+    channels_last: bool = option(True, "channels-last memory format (CUDA only)")
 
 
 @dataclass
 class RankerConfig:
-    hidden: int = 128                 # FC width per tapped feature map
-    loss: str = "bce"                 # bce (TA-VAAL) | margin (Learning Loss)
-    margin: float = 1.0
-    weight: float = 1.0               # eta in L = L_task + eta * L_rank
-    detach_fraction: float = 0.6      # stop ranker gradients into the backbone after this share of epochs
+    hidden: int = option(128, "loss-ranker FC width per tapped feature map")
+    loss: str = option("bce", "ranking loss: bce (TA-VAAL), margin (Learning Loss)",
+                       choices="tavaal_seg.core.ranker:RANK_LOSSES")
+    margin: float = option(1.0, "margin of the margin ranking loss")
+    weight: float = option(1.0, "eta in L = L_task + eta * L_rank")
+    detach_fraction: float = option(0.6, "stop ranker gradients into the backbone after this share of epochs")
 
 
 @dataclass
 class VAEConfig:
-    size: list[int] = field(default_factory=lambda: [32, 32])  # H, W the VAE sees
-    z_dim: int = 32
-    width: float = 1.0                # channel multiplier (1.0 = 128..1024 as in VAAL)
-    batch_size: int = 128
-    lr: float = 5e-4
-    epochs: int = 100                 # iterations = (n_labeled + subset) * epochs // batch_size ...
-    iterations: int | None = None     # ... unless set explicitly
-    beta: float = 1.0                 # KLD weight
-    adversary_weight: float = 1.0
-    vae_steps: int = 1                # VAE steps per discriminator step (TA-VAAL 1, VAAL 2)
-    disc_steps: int = 1
-    rank_transform: str = "zscore"    # zscore | sigmoid | raw — how r enters VAE and D
+    size: list[int] = option(help="[H, W] of the images the VAE sees", factory=lambda: [32, 32])
+    z_dim: int = option(32, "latent size")
+    width: float = option(1.0, "channel multiplier (1.0 = 128..1024 channels as in VAAL)")
+    batch_size: int = option(128, "global VAE/discriminator batch")
+    lr: float = option(5e-4, "VAE and discriminator learning rate")
+    epochs: int = option(100, "iterations = (n_labeled + subset) * epochs // batch_size, unless vae.iterations is set")
+    iterations: int | None = option(None, "VAE iterations per cycle (null: from vae.epochs)")
+    beta: float = option(1.0, "KL divergence weight")
+    adversary_weight: float = option(1.0, "weight of the VAE's adversarial loss")
+    vae_steps: int = option(1, "VAE steps per discriminator step (TA-VAAL 1, VAAL 2)")
+    disc_steps: int = option(1, "discriminator steps per iteration")
+    rank_transform: str = option("zscore", "how the ranker's r enters the VAE and the discriminator",
+                                 choices="tavaal_seg.core.vae:RANK_TRANSFORMS")
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 256
+    batch_size: int = option(256, "batch of evaluation and pool-scoring passes")
 
 
 @dataclass
 class LoggingConfig:
-    tensorboard: bool = True
-    log_every: int = 50               # iterations between plain log lines off a terminal
-    candidate_scores: bool = False    # oracle mode: also write selections/cycle_NN.candidates.csv (score and
-                                      # true loss of every scored candidate; one extra pass; for studies)
-    preview: bool = True              # after each selection: selections/cycle_NN.preview.json (thumbnails, predicted
-                                      # class shares of the picks and of a pool sample; tools/report.py) + a TB grid
-    preview_pool_sample: int = 256    # unlabeled candidates whose predictions estimate the pool's class shares
-    thumbnail_size: int = 192         # longest side of a preview thumbnail, pixels
+    tensorboard: bool = option(True, "write TensorBoard logs to run_dir/tb")
+    log_every: int = option(50, "iterations between plain progress lines off a terminal")
+    candidate_scores: bool = option(False, "oracle mode: also write selections/cycle_NN.candidates.csv (score and "
+                                           "true loss of every scored candidate; one extra pass; for studies)")
+    preview: bool = option(True, "after each selection: selections/cycle_NN.preview.json (thumbnails, predicted "
+                                 "class shares of the picks and of a pool sample; tools/report.py) and a TensorBoard grid")
+    preview_pool_sample: int = option(256, "unlabeled candidates whose predictions estimate the pool's class shares")
+    thumbnail_size: int = option(192, "longest side of a preview thumbnail, pixels")
 
 
 LABEL_MODES = ("oracle", "human")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class LabelsConfig:
-    mode: str = "oracle"              # oracle (benchmark: labels exist, revealed per cycle) | human (stop, export, wait)
-    initial_list: str | None = None   # file of image ids already labeled (replaces the random initial pick)
-    exclude_list: str | None = None   # file of image ids never to select (broken images, ...); may grow during a run
+    mode: str = option("oracle", "oracle: the labels exist and are revealed per cycle (benchmarks); human: stop "
+                                 "after each selection, export it and wait for labels", choices=LABEL_MODES)
+    initial_list: str | None = option(None, "file of image ids already labeled (replaces the random initial pick)")
+    initial_existing: bool = option(False, "human mode: the pool images whose labels already exist are the initial "
+                                           "labeled set (replaces the random initial pick)")
+    exclude_list: str | None = option(None, "file of image ids never to select (broken images, ...); may grow")
 
 
 @dataclass
 class ExportConfig:
-    formats: list[str] = field(default_factory=lambda: ["csv"])  # written to run_dir/selections/ after every selection
-    uri_prefix: str | None = None     # s3://bucket/..., https://host/...: turns data-root-relative paths into URIs
-    pre_annotations: bool = False     # labelstudio: carry the model's prediction (brush masks / a choice) to correct
-    labelstudio_from_name: str | None = None  # the control tag's name; null = Label Studio's templates: tag / choice
-    labelstudio_to_name: str = "image"  # the <Image name=...> tag the predictions belong to
+    formats: list[str] = option(help="formats written to run_dir/selections/ after every selection",
+                                factory=lambda: ["csv"], choices="tavaal_seg.core.export:EXPORTERS")
+    uri_prefix: str | None = option(None, "s3://bucket/..., https://host/...: turns data-root-relative paths into URIs")
+    pre_annotations: bool = option(False, "labelstudio: carry the model's prediction (brush masks / a choice) "
+                                          "for the annotator to correct")
+    labelstudio_from_name: str | None = option(None, "labelstudio: the control tag's name (null: Label Studio's "
+                                                     "templates: tag / choice)")
+    labelstudio_to_name: str = option("image", "labelstudio: the <Image name=...> tag the predictions belong to")
 
 
 @dataclass
 class DistributedConfig:
-    timeout_s: float = 1800.0         # a collective waiting this long for a dead or stuck rank fails the run
-    sync_bn: bool = False             # CUDA only: batch-norm statistics over the global batch (SyncBatchNorm)
+    timeout_s: float = option(1800.0, "a collective waiting this long for a dead or stuck rank fails the run")
+    sync_bn: bool = option(False, "CUDA only: batch-norm statistics over the global batch (SyncBatchNorm)")
 
 
 @dataclass
 class BaseConfig:
-    seed: int = 0
-    device: str = "auto"
-    run_dir: str = "runs/default"
+    seed: int = option(0, "run seed (every step of every cycle derives its own seed from it)")
+    device: str = option("auto", "compute device (auto: CUDA when available)", choices=DEVICES)
+    run_dir: str = option("runs/default", "where state, metrics, selections, checkpoints and logs go")
     active: ActiveConfig = field(default_factory=ActiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
@@ -247,6 +296,34 @@ def set_dotted(raw: dict, path: list[str], value: Any) -> None:
             raise ConfigError(f"cannot set '{'.'.join(path)}': '{part}' is not a section")
         node = child
     node[path[-1]] = value
+
+
+def config_dir() -> Path:
+    """The folder of the shipped experiment configs: ``tavaal_seg/configs`` in an installed
+    package (the wheel maps the checkout's ``configs/`` onto it: one set of files), else the
+    checkout's ``configs/``."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """The names ``--config`` accepts besides a path (``cityscapes`` for ``configs/cityscapes.yaml``)."""
+    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def find_config(value: str | Path) -> Path:
+    """``--config``: a YAML file's path, or the name of a shipped config (``cityscapes``,
+    ``cityscapes.yaml``), which works from any folder and from an installed package."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    if path.parent == Path(".") and path.suffix in ("", ".yaml", ".yml"):
+        shipped = config_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"--config {value}: no such file, and not the name of a shipped config "
+                      f"({', '.join(shipped_configs()) or 'none found'})")
 
 
 def read_yaml(path: Path) -> dict:

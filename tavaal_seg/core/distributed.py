@@ -29,6 +29,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from .adapter import batch_slices
+from .errors import ConfigError
 
 T = TypeVar("T")
 BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
@@ -185,12 +186,12 @@ def launched_world() -> tuple[int, int, int]:
         try:
             return int(raw)
         except ValueError:
-            raise ValueError(f"environment variable {name}={raw!r}: expected an integer (set by torchrun)") from None
+            raise ConfigError(f"environment variable {name}={raw!r}: expected an integer (set by torchrun)") from None
 
     world = read("WORLD_SIZE", 1)
     rank, local = read("RANK", 0), read("LOCAL_RANK", 0)
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} WORLD_SIZE={world}: expected 0 <= RANK < WORLD_SIZE")
+        raise ConfigError(f"RANK={rank} WORLD_SIZE={world}: expected 0 <= RANK < WORLD_SIZE")
     return rank, world, local
 
 
@@ -205,8 +206,8 @@ def init_distributed(device: torch.device, timeout_s: float) -> Distributed:
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if local >= count:
-            raise ValueError(f"LOCAL_RANK={local} but this machine has {count} CUDA devices; start at most "
-                             f"{count} processes per node (torchrun --nproc_per_node)")
+            raise ConfigError(f"LOCAL_RANK={local} but this machine has {count} CUDA devices; start at most "
+                              f"{count} processes per node (torchrun --nproc_per_node)")
         torch.cuda.set_device(dist.local_device(device))
     # NCCL: abort a timed-out collective rather than hang in it (the default in recent torch)
     os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")

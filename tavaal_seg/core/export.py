@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .errors import BadInput
 from .labelstudio import PreAnnotation, prediction_results
 from .runtime import atomic_write_text, displayed_image_size
 from .state import SelectedItem, SelectionRecord
@@ -42,7 +43,7 @@ URI_SCHEMES = ("s3", "gs", "https", "http")
 PREFIX_KEY = "export.uri_prefix / --uri-prefix"  # where a user sets the prefix, for error messages
 
 
-class ExportError(ValueError):
+class ExportError(BadInput, ValueError):
     """An export cannot be written as asked; the message names the item, path or option."""
 
 

@@ -11,6 +11,7 @@ import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .errors import DataError, InputNotFound
 from .runtime import atomic_write_text
 
 LABEL_COLUMNS = ("image_id", "label")
@@ -28,9 +29,9 @@ def _read_text(path: Path, what: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path} does not exist") from None
+        raise InputNotFound(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read {what} {path}: {err} (expected a UTF-8 text file)") from err
+        raise DataError(f"cannot read {what} {path}: {err} (expected a UTF-8 text file)") from err
 
 
 def read_id_list(path: Path, what: str = "id list") -> list[str]:
@@ -47,8 +48,8 @@ def read_id_list(path: Path, what: str = "id list") -> list[str]:
     first_line: dict[str, int] = {}
     for lineno, image_id in entries:
         if image_id in first_line:
-            raise ValueError(f"{what} {path}:{lineno}: duplicate image id {image_id!r} (first on line "
-                             f"{first_line[image_id]})")
+            raise DataError(f"{what} {path}:{lineno}: duplicate image id {image_id!r} (first on line "
+                            f"{first_line[image_id]})")
         first_line[image_id] = lineno
         ids.append(image_id)
     return ids
@@ -59,20 +60,20 @@ def read_labels_csv(path: Path) -> dict[str, str]:
     text = _read_text(path, "labels file")
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or not set(LABEL_COLUMNS) <= set(reader.fieldnames):
-        raise ValueError(f"labels file {path}: expected a CSV header with columns image_id,label, got "
-                         f"{reader.fieldnames}")
+        raise DataError(f"labels file {path}: expected a CSV header with columns image_id,label, got "
+                        f"{reader.fieldnames}")
     labels: dict[str, str] = {}
     for row in reader:
         lineno = reader.line_num
         image_id, label = row["image_id"], row["label"]
         if image_id is None or label is None or label == "":
-            raise ValueError(f"labels file {path}:{lineno}: expected image_id,label, got {row}")
+            raise DataError(f"labels file {path}:{lineno}: expected image_id,label, got {row}")
         if labels.get(image_id, label) != label:
-            raise ValueError(f"labels file {path}:{lineno}: image {image_id!r} is labeled both "
-                             f"{labels[image_id]!r} and {label!r}")
+            raise DataError(f"labels file {path}:{lineno}: image {image_id!r} is labeled both "
+                            f"{labels[image_id]!r} and {label!r}")
         labels[image_id] = label
     if not labels:
-        raise ValueError(f"labels file {path} holds no image_id,label rows")
+        raise DataError(f"labels file {path} holds no image_id,label rows")
     return labels
 
 

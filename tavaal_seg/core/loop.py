@@ -21,10 +21,11 @@ from .adapter import TaskAdapter
 from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
 from .distributed import Distributed
 from .diversity import check_group_capacity, constrain, group_labels, ranked_count
+from .errors import DataError, RunDirError
 from .export import ExportContext, export_selection
 from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, write_labels_csv
 from .lock import RunDirLock
-from .pool import PoolChangeError, sync_pool
+from .pool import sync_pool
 from .preview import preview_path, preview_selection, tensorboard_grid
 from .ranker import LossRanker
 from .ranking import build_models
@@ -41,15 +42,13 @@ from .runtime import (
 from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
 from .strategies import Selection, SelectionContext, get_strategy
 from .training import evaluate, train_task_model, true_losses
+from .weights import load_run_checkpoint
 
 # Keys that may change between a run and its resume without changing what it computes.
 # The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
 RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_last", "logging", "eval.batch_size",
                     "export", "labels.exclude_list", "distributed.timeout_s")
 LABELS_FILE, NEEDED_FILE = "labels.csv", "labels_needed.csv"
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (exists without --resume, other config, ...)."""
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -138,10 +137,14 @@ class ActiveLearningRun:
 
     # ------------------------------------------------------------------ setup
 
-    def _check_budget(self) -> None:
+    def _check_budget(self, existing: int | None = None) -> None:
+        """Whether the pool holds what the run will label; ``existing``: the size of the initial
+        set of ``labels.initial_existing`` (checked again once it is known)."""
         a = self.cfg.active
         selections = a.cycles - 1 + (1 if a.select_after_last else 0)
-        initial = len(self.initial_ids) or a.initial
+        if existing is None and self.cfg.labels.initial_existing:
+            existing = 0
+        initial = existing if existing is not None else len(self.initial_ids) or a.initial
         needed = initial + a.budget * selections
         available = len(self.pool) - len(self.excluded)
         if needed > available:
@@ -179,10 +182,7 @@ class ActiveLearningRun:
 
     def _follow_pool(self, state: RunState) -> None:
         """A data root with new or vanished images: record the new pool version (and save it)."""
-        try:
-            change = sync_pool(state, self.pool.ids, self.run_dir)
-        except PoolChangeError as err:
-            raise RunDirError(str(err)) from None
+        change = sync_pool(state, self.pool.ids, self.run_dir)  # a PoolChangeError is a RunDirError
         if change is None:
             return
         v = change.version
@@ -212,12 +212,12 @@ class ActiveLearningRun:
             new = read_labels_csv(Path(path))
             unknown = [i for i in new if i not in self.index_of]
             if unknown:
-                raise ValueError(f"labels file {path}: {len(unknown)} ids are not in the training pool, e.g. "
-                                 f"{unknown[:5]}")
+                raise DataError(f"labels file {path}: {len(unknown)} ids are not in the training pool, e.g. "
+                                f"{unknown[:5]}")
             unselected = [i for i in new if i not in selected]
             if unselected:
-                raise ValueError(f"labels file {path}: {len(unselected)} ids were never selected for labeling in "
-                                 f"{self.run_dir}, e.g. {unselected[:5]}; label only the ids in its selections/")
+                raise DataError(f"labels file {path}: {len(unselected)} ids were never selected for labeling in "
+                                f"{self.run_dir}, e.g. {unselected[:5]}; label only the ids in its selections/")
             changed = [i for i in new if i in merged and merged[i] != new[i]]
             if changed:
                 LOG.warning("labels file %s relabels %d images, e.g. %s", path, len(changed), changed[:5])
@@ -324,19 +324,37 @@ class ActiveLearningRun:
                 self._tb().add_image("selection/picks", tensorboard_grid(preview.thumbnails), record.cycle)
         return preview.pre_annotations
 
+    def _existing_labels(self) -> np.ndarray:
+        """``labels.initial_existing``: the selectable pool images whose labels already exist
+        (rank 0 checks them, as for delivered labels), in pool order."""
+        candidates = self._selectable(set())
+        missing = set(self.dist.on_main(lambda: self.adapter.missing_labels(candidates)))
+        order = np.asarray([i for i in candidates.tolist() if i not in missing], dtype=np.int64)
+        if not len(order):
+            raise ConfigError(f"labels.initial_existing: none of the {len(candidates)} pool images has a label yet "
+                              f"(e.g. {self.adapter.label_path(int(candidates[0])) or self.pool.ids[0]}); set it to "
+                              "false to start from a random pick")
+        self._check_budget(len(order))
+        return order
+
     def _initial_selection(self) -> None:
         if any(s.cycle == 0 for s in self.state.selections):
             return
         if self.initial_ids:
             order = np.asarray([self.index_of[i] for i in self.initial_ids], dtype=np.int64)
             how = f"from {self.cfg.labels.initial_list}"
+        elif self.cfg.labels.initial_existing:
+            order = self._existing_labels()
+            how = "that were labeled already (labels.initial_existing)"
         else:
             gen = seed_everything(derive_seed(self.cfg.seed, 0, "initial"))
             candidates = self._selectable(set())
             order = candidates[torch.randperm(len(candidates), generator=gen).numpy()[: self.cfg.active.initial]]
             how = "at random"
         keys = np.linspace(1.0, 0.0, len(order), endpoint=False)  # rank order of the list / the random draw
-        self._record_selection(0, "initial_list" if self.initial_ids else "initial", Selection(order, keys))
+        source = "initial_list" if self.initial_ids else "initial_existing" if self.cfg.labels.initial_existing \
+            else "initial"
+        self._record_selection(0, source, Selection(order, keys))
         LOG.info("cycle 0: %d initial images %s", len(order), how)
 
     def _selectable(self, taken: set[str]) -> np.ndarray:
@@ -413,10 +431,7 @@ class ActiveLearningRun:
         model, ranker = self._build()
 
         def load() -> None:  # rank 0 reads the checkpoint; the others need no shared file system
-            ckpt = torch.load(self._checkpoint_path(cycle), map_location=self.device, weights_only=True)
-            model.load_state_dict(ckpt["model"])
-            if ranker is not None:
-                ranker.load_state_dict(ckpt["ranker"])
+            load_run_checkpoint(self._checkpoint_path(cycle), model, ranker, map_location=self.device)
 
         self.dist.on_main(load)
         for module in (model, ranker):

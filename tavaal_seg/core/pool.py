@@ -17,14 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import RunDirError
 from .runtime import atomic_write_text
 from .state import PoolVersion, RunState
 
 POOL_DIR = "pool"
 
 
-class PoolChangeError(ValueError):
-    """The pool changed in a way the run cannot follow; the message says what and why."""
+class PoolChangeError(RunDirError):
+    """The pool changed in a way the run cannot follow (or its recorded versions cannot be read);
+    the message says what and why. Bad input: the tools exit with code 2."""
 
 
 @dataclass(frozen=True)

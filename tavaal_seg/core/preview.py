@@ -58,10 +58,12 @@ def predict(model: nn.Module, adapter: TaskAdapter, indices: np.ndarray, batch_s
     """``(pool index, prediction)`` for ``indices`` in order, one batch in memory at a time."""
     model.eval()
     for batch in batch_slices(np.asarray(indices, dtype=np.int64), batch_size):
-        x = torch.cat(list(adapter.pool_batches(batch, len(batch), device)))
-        with precision.autocast():
-            logits, _ = model(x)
-        yield from zip(batch.tolist(), adapter.predict(logits.float(), batch, full_size))
+        start = 0
+        for x in adapter.pool_batches(batch, len(batch), device):  # several when the images differ in size
+            part, start = batch[start:start + len(x)], start + len(x)
+            with precision.autocast():
+                logits, _ = model(x)
+            yield from zip(part.tolist(), adapter.predict(logits.float(), part, full_size))
 
 
 def thumbnail(image: np.ndarray, mask: np.ndarray | None, colors: Sequence[tuple[int, int, int]],

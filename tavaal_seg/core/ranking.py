@@ -20,6 +20,7 @@ import torch
 from .adapter import TaskAdapter
 from .config import BaseConfig, ConfigError
 from .diversity import constrain, group_labels
+from .errors import DataError, InputNotFound, RunDirError, WeightsError
 from .labels import read_id_list
 from .preview import Preview, preview_selection
 from .ranker import LossRanker
@@ -27,6 +28,7 @@ from .runtime import LOG, Precision, derive_seed, resolve_device, seed_everythin
 from .state import RunState, SelectedItem, SelectionRecord
 from .strategies import SelectionContext, get_strategy
 from .training import prepare_model
+from .weights import load_run_checkpoint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 RANKING_COLUMNS = ("rank", "image_id", "path", "score", "selected", "group", "strategy", "score_meaning")
@@ -38,12 +40,12 @@ def find_images(folder: Path) -> list[str]:
     POSIX paths relative to it: the images' ids."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--images {folder} is not a directory")
+        raise InputNotFound(f"--images {folder} is not a directory")
     found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not found:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+        raise InputNotFound(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
     return found
 
 
@@ -63,19 +65,14 @@ def load_trained(run_dir: Path, state: RunState, cfg: BaseConfig, adapter: TaskA
         if path.is_file():
             break
     else:
-        raise ValueError(f"{run_dir} has no trained model yet (no checkpoints/cycle_NN.pt of a trained cycle); "
-                         "run at least one cycle first")
+        raise RunDirError(f"{run_dir} has no trained model yet (no checkpoints/cycle_NN.pt of a trained cycle); "
+                          "run at least one cycle first")
     model, ranker = build_models(adapter, cfg, device, trains_ranker)
-    ckpt = torch.load(path, map_location=device, weights_only=True)
     try:
-        model.load_state_dict(ckpt["model"])
-        if ranker is not None:
-            if ckpt.get("ranker") is None:
-                raise ValueError("the checkpoint has no ranker (the run's strategy trained none)")
-            ranker.load_state_dict(ckpt["ranker"])
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise ValueError(f"{path} does not fit the run's config (model.*, ranker.hidden, active.strategy): "
-                         f"{str(err)[:400]}") from None
+        load_run_checkpoint(path, model, ranker, map_location=device)
+    except WeightsError as err:
+        raise WeightsError(f"{err} -- the checkpoint must fit the run's config (model.*, ranker.hidden, "
+                           "active.strategy; --set changes them)") from None
     for module in (model, ranker):
         if module is not None:
             module.requires_grad_(False)  # frozen: scoring only
@@ -135,7 +132,8 @@ def rank_folder(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, images: Pa
     index_of = {i: k for k, i in enumerate(pool.ids)}
     labeled = np.sort(np.asarray([index_of[i] for i in labeled_ids], dtype=np.int64))
     if len(labeled) == 0:
-        raise ValueError(f"{run_dir}: none of the run's labeled images is in its pool under {adapter.data_root}")
+        raise DataError(f"{run_dir}: none of the run's labeled images is in its pool under {adapter.data_root}; "
+                        "pass --data-root where the run's data is now")
     # an image the run labeled already is not new: leave it out of the ranking
     labeled_files = {(Path(adapter.data_root) / pool.paths[i]).resolve() for i in labeled}
     skipped = [r for r in rels if (images / r).resolve() in labeled_files]
@@ -144,7 +142,7 @@ def rank_folder(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, images: Pa
         LOG.warning("%d images under %s are labeled in the run already and are not ranked, e.g. %s", len(skipped),
                     images, skipped[:3])
     if not rels:
-        raise ValueError(f"every image under {images} is labeled in {run_dir} already; nothing to rank")
+        raise DataError(f"every image under {images} is labeled in {run_dir} already; nothing to rank")
     k = min(budget if budget is not None else cfg.active.budget, len(rels))
     if k < 1:
         raise ConfigError(f"--budget must be at least 1, got {budget}")

@@ -11,6 +11,8 @@ import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Generic, TypeVar, overload
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -47,15 +49,15 @@ class Registry(Mapping[str, T], Generic[T]):
         return ", ".join(sorted(self._entries))
 
     def lookup(self, name: str) -> T:
-        """The entry called ``name``; a ``ValueError`` naming the config key, the registered names
-        and the closest one otherwise."""
+        """The entry called ``name``; otherwise a :class:`~tavaal_seg.core.errors.ConfigError` (a
+        ``ValueError``) naming the config key, the registered names and the closest one."""
         try:
             return self._entries[name]
         except KeyError:
             close = difflib.get_close_matches(str(name), list(self._entries), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown {self.kind} {name!r} ({self.key}){hint}; choose one of {self.choices()}, "
-                             f"or add your own with {self.adder}") from None
+            raise ConfigError(f"unknown {self.kind} {name!r} ({self.key}){hint}; choose one of {self.choices()}, "
+                              f"or add your own with {self.adder}") from None
 
     # -- changing it
     @overload

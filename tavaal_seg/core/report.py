@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import read_yaml
+from .errors import BadInput, internal_error_message, user_message
 from .preview import preview_path
-from .runtime import atomic_write_text
+from .runtime import atomic_write_text, log_traceback
 from .state import RunState
 from .strategies import STRATEGIES
 
 PROG = "report.py"
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 # settings shown in the summary table (the whole config.yaml follows, folded)
 KEY_SETTINGS = ("active.strategy", "active.initial", "active.budget", "active.cycles", "active.subset",
                 "active.group_by", "active.max_per_group", "active.diversity", "active.diversity_candidates",
@@ -55,7 +56,7 @@ pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px}
 MIN_RATIO_SHARE = 0.001   # below this pool share the picks/pool ratio is not shown
 
 
-class ReportError(ValueError):
+class ReportError(BadInput, ValueError):
     """The report cannot be made as asked; the message names the file or option."""
 
 
@@ -266,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog=PROG, description="Write a self-contained HTML report of what a run selected: thumbnails of the picks "
                                "in rank order with their scores, predicted classes of picks vs pool, the learning "
                                "curve and the settings.",
-        epilog="exit codes: 0 written, 2 bad input")
+        epilog="exit codes: 0 written, 1 internal error (a bug; the traceback is printed), 2 bad input (run dir, "
+               "cycle, files)")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory holding state.json")
     parser.add_argument("--cycle", type=int, metavar="N",
                         help="the cycle whose selection to show (default: the latest one with a preview)")
@@ -275,8 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = write_report(args.run_dir, args.cycle, args.out)
-    except (ValueError, OSError) as err:  # ReportError, RunState and config errors are ValueErrors
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+    except BadInput as err:  # ReportError, the run's state or config
+        print(f"{PROG}: error: {user_message(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as err:  # noqa: BLE001 - not the user's input: a bug, or a failure inside a library
+        print(internal_error_message(PROG, err, log_traceback(err, None)), file=sys.stderr)
+        return EXIT_INTERNAL
     print(out)
     return EXIT_OK

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from .errors import ConfigError, DataError
+
 LOG = logging.getLogger("tavaal")
 T = TypeVar("T")
 
@@ -26,9 +28,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu or auto")
+        raise ConfigError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu or auto")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"device must be one of auto, cpu, cuda; got {name!r}")
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {name!r}")
     return torch.device(name)
 
 
@@ -119,7 +121,7 @@ def displayed_image_size(path: Path) -> tuple[int, int]:
             width, height = im.size
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
     except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise DataError(f"cannot read image {path}: {err}") from err
     return (height, width) if orientation > 4 else (width, height)
 
 
@@ -144,6 +146,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+FILE_ONLY = "file_only"  # a log record with this attribute set goes to run.log, not to the terminal
+
+
 def setup_logging(run_dir: Path | None = None, level: int = logging.INFO, prefix: str = "") -> None:
     """Log to stderr and, when a run dir is given, to ``run_dir/run.log``; ``prefix`` starts
     every line (``[rank 1]`` for the processes of a distributed run other than rank 0)."""
@@ -155,12 +160,34 @@ def setup_logging(run_dir: Path | None = None, level: int = logging.INFO, prefix
     fmt = logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s", "%H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
+    stream.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
     LOG.addHandler(stream)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
         file_handler.setFormatter(fmt)
         LOG.addHandler(file_handler)
+
+
+def log_traceback(err: BaseException, run_dir: Path | None) -> str:
+    """Write ``err``'s full traceback to ``run_dir/run.log`` (opening it if the run had not got
+    that far) and return where it went; without a run dir, print it on stderr."""
+    if run_dir is None:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+        return "the output above"
+    log_file = Path(os.path.abspath(Path(run_dir) / "run.log"))
+    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == log_file for h in LOG.handlers):
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError:  # the run dir itself cannot be written
+            return log_traceback(err, None)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        LOG.addHandler(handler)
+    LOG.error("internal error (exit code 1):", exc_info=err, extra={FILE_ONLY: True})
+    return str(log_file)
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, log_every: int | None = 50) -> Iterator[T]:
@@ -178,19 +205,3 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, log_eve
         if log_every > 0 and (i % log_every == 0 or (total is not None and i == total)):
             LOG.info("%s: %d/%s", desc, i, total if total is not None else "?")
         yield item
-
-
-def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """Read a local checkpoint file as a state dict (``weights_only``: a file cannot run code),
-    unwrapping a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper. Errors name ``what``
-    (e.g. "DRN weights file") and the path."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{what} {path}: expected a state dict, got {type(state).__name__}")
-    return state

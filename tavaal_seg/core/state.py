@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import RunDirError
 from .runtime import atomic_write_text
 
 STATE_FORMAT = 1
@@ -108,9 +109,9 @@ class RunState:
         try:
             data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot read run state {path}: {err}") from err
+            raise RunDirError(f"cannot read run state {path}: {err}") from err
         if data.get("format") != STATE_FORMAT:
-            raise ValueError(f"{path}: state format {data.get('format')!r} is not the supported {STATE_FORMAT}")
+            raise RunDirError(f"{path}: state format {data.get('format')!r} is not the supported {STATE_FORMAT}")
         try:
             return cls(
                 seed=data["seed"], strategy=data["strategy"], pool_size=data["pool_size"],
@@ -121,4 +122,4 @@ class RunState:
                 pool_versions=[PoolVersion(**v) for v in data.get("pool_versions", [])],
             )
         except (KeyError, TypeError) as err:
-            raise ValueError(f"{path}: malformed run state ({err})") from err
+            raise RunDirError(f"{path}: malformed run state ({err})") from err

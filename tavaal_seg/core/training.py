@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapter import TaskAdapter, batch_slices, shuffled_batches
-from .config import BaseConfig, TrainConfig, VAEConfig
+from .config import BaseConfig, ConfigError, TrainConfig, VAEConfig
 from .distributed import Distributed
 from .ranker import RANK_LOSSES, LossRanker, pool_features
 from .runtime import Precision, progress
@@ -81,15 +81,15 @@ def train_task_model(model: nn.Module, ranker: LossRanker | None, adapter: TaskA
     steps, the schedule and the batch composition do not depend on the world size."""
     t = cfg.train
     if dist.enabled and t.batch_size < 2 * dist.world_size:
-        raise ValueError(f"train.batch_size {t.batch_size} is the global batch; with {dist.world_size} processes it "
-                         f"must be at least {2 * dist.world_size} (two images per rank: a ranking pair, batch norm)")
+        raise ConfigError(f"train.batch_size {t.batch_size} is the global batch; with {dist.world_size} processes it "
+                          f"must be at least {2 * dist.world_size} (two images per rank: a ranking pair, batch norm)")
     if dist.enabled and len(labeled) < 2 * dist.world_size:
-        raise ValueError(f"{len(labeled)} labeled images cannot be split over {dist.world_size} processes with two "
-                         "images each; use fewer processes (torchrun --nproc_per_node) or a larger active.initial")
+        raise ConfigError(f"{len(labeled)} labeled images cannot be split over {dist.world_size} processes with two "
+                          "images each; use fewer processes (torchrun --nproc_per_node) or a larger active.initial")
     if dist.enabled and cfg.distributed.sync_bn:
         if device.type != "cuda":  # device: auto resolved to cpu (device: cpu is refused by the config check)
-            raise ValueError(f"distributed.sync_bn: SyncBatchNorm runs on CUDA only, and this run is on {device.type}; "
-                             "set distributed.sync_bn=false")
+            raise ConfigError(f"distributed.sync_bn: SyncBatchNorm runs on CUDA only, and this run is on {device.type}; "
+                              "set distributed.sync_bn=false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
     net, rank_net = dist.wrap(model, device), (dist.wrap(ranker, device) if ranker is not None else None)
     aug_generator = _rank_generator(generator, dist)
@@ -282,9 +282,9 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
         raise ValueError(f"the VAE and discriminator learn labeled vs unlabeled images; got {len(images_l)} labeled "
                          f"and {len(images_u)} unlabeled")
     if dist.enabled and min(batch, len(images_l), len(images_u)) < dist.world_size:
-        raise ValueError(f"vae.batch_size {batch} (global) over {len(images_l)} labeled and {len(images_u)} subset "
-                         f"images leaves a rank of {dist.world_size} without images; raise vae.batch_size or use fewer "
-                         "processes")
+        raise ConfigError(f"vae.batch_size {batch} (global) over {len(images_l)} labeled and {len(images_u)} subset "
+                          f"images leaves a rank of {dist.world_size} without images; raise vae.batch_size or use fewer "
+                          "processes")
     cond = 1 if r_l is not None else 0
     vae_module = ConditionalVAE(v.size, v.z_dim, cond, v.width).to(device)
     disc_module = Discriminator(v.z_dim, cond).to(device)

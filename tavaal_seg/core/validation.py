@@ -1,39 +1,46 @@
-"""Config validation: the core sections' ranges and names (checked against the registries
-themselves, so a newly registered strategy, loss or schedule needs no edit here), then the
-adapter's own sections. Kept apart from :mod:`core.config` so that reading a config imports
-nothing heavy and the registries' modules may import the config types."""
+"""Config validation: every enumerated key against its registry (read from the config
+fields' ``option(choices=...)``, so a newly registered strategy, loss or schedule needs no edit
+here), the core sections' ranges, then the adapter's own sections. Kept apart from
+:mod:`core.config` so that reading a config imports nothing heavy and the registries' modules
+may import the config types."""
 from __future__ import annotations
 
+import operator
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from .config import LABEL_MODES, BaseConfig, ConfigError, build_config, require
-from .diversity import DIVERSITY, GROUP_KEYS
+from .config import BaseConfig, ConfigError, allowed_values, build_config, require, walk_keys
+from .diversity import GROUP_KEYS
 from .export import check_export_options
-from .ranker import RANK_LOSSES
-from .strategies import STRATEGIES
-from .training import OPTIMIZERS, SCHEDULES
-from .vae import RANK_TRANSFORMS
 
 C = TypeVar("C", bound=BaseConfig)
 
 
-def _one_of(registry: typing.Mapping[str, Any]) -> str:
-    return "one of " + ", ".join(sorted(registry))
+def validate_choices(cfg: BaseConfig) -> None:
+    """Every key declared with allowed values holds one of them (each item, for a list); null
+    passes where the key's type allows it (an optional key left unset)."""
+    for key, f, tp in walk_keys(type(cfg)):
+        allowed = allowed_values(f)
+        if allowed is None or f.metadata.get("open_choices"):
+            continue
+        value = operator.attrgetter(key)(cfg)
+        optional = type(None) in typing.get_args(tp)
+        if value is None and optional:
+            continue
+        expected = ("null or " if optional else "") + "one of " + ", ".join(map(str, allowed))
+        for item in value if isinstance(value, list) else [value]:
+            require(item in allowed, key, expected, item)
 
 
 def validate_core(cfg: BaseConfig) -> None:
-    """Range and name checks of the sections every task shares."""
+    """Range checks of the sections every task shares (names: :func:`validate_choices`)."""
     a, t, r, v = cfg.active, cfg.train, cfg.ranker, cfg.vae
-    require(a.strategy in STRATEGIES, "active.strategy", _one_of(STRATEGIES), a.strategy)
     require(a.initial > 0, "active.initial", "a positive number of images", a.initial)
     require(a.budget > 0, "active.budget", "a positive number of images", a.budget)
     require(a.cycles >= 1, "active.cycles", "at least 1", a.cycles)
     require(a.subset > 0, "active.subset", "a positive number of images", a.subset)
-    require(a.group_by is None or a.group_by in GROUP_KEYS, "active.group_by", "null or " + _one_of(GROUP_KEYS),
-            a.group_by)
     require(a.group_by != "regex" or bool(a.group_pattern), "active.group_pattern",
             "a regular expression for group_by regex", a.group_pattern)
     require(a.group_by != "csv" or bool(a.group_file), "active.group_file", "a CSV file (image_id,group) for "
@@ -42,27 +49,25 @@ def validate_core(cfg: BaseConfig) -> None:
         GROUP_KEYS["regex"](a)  # compiles the pattern: a ConfigError naming it
     require(a.max_per_group is None or (a.max_per_group >= 1 and a.group_by is not None), "active.max_per_group",
             "null, or at least 1 together with active.group_by", a.max_per_group)
-    require(a.diversity in DIVERSITY, "active.diversity", " or ".join(DIVERSITY), a.diversity)
     require(a.diversity_candidates is None or a.diversity_candidates >= a.budget, "active.diversity_candidates",
             f"null (4 x budget) or at least active.budget ({a.budget})", a.diversity_candidates)
     require(t.epochs >= 1, "train.epochs", "at least 1", t.epochs)
     require(t.batch_size >= 2, "train.batch_size", "at least 2 (the ranking loss pairs samples)", t.batch_size)
-    require(t.optimizer in OPTIMIZERS, "train.optimizer", _one_of(OPTIMIZERS), t.optimizer)
-    require(t.schedule in SCHEDULES, "train.schedule", _one_of(SCHEDULES), t.schedule)
     require(t.lr > 0, "train.lr", "a positive learning rate", t.lr)
-    require(cfg.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda", cfg.device)
-    require(r.loss in RANK_LOSSES, "ranker.loss", _one_of(RANK_LOSSES), r.loss)
     require(0.0 <= r.detach_fraction <= 1.0, "ranker.detach_fraction", "a fraction in [0, 1]", r.detach_fraction)
     require(len(v.size) == 2 and all(s >= 16 for s in v.size), "vae.size", "[H, W], each at least 16", v.size)
     require(v.z_dim > 0 and v.width > 0, "vae.z_dim/vae.width", "positive values", (v.z_dim, v.width))
     require(v.iterations is None or v.iterations >= 0, "vae.iterations", "null or >= 0", v.iterations)
     require(v.vae_steps >= 1 and v.disc_steps >= 1, "vae.vae_steps/disc_steps", "at least 1", (v.vae_steps, v.disc_steps))
-    require(v.rank_transform in RANK_TRANSFORMS, "vae.rank_transform", _one_of(RANK_TRANSFORMS), v.rank_transform)
+    require(not cfg.labels.initial_existing or cfg.labels.mode == "human", "labels.initial_existing",
+            "false unless labels.mode is human (in oracle mode every pool image has its label)",
+            cfg.labels.initial_existing)
+    require(not (cfg.labels.initial_existing and cfg.labels.initial_list), "labels.initial_existing",
+            "false when labels.initial_list is set (one initial set)", cfg.labels.initial_existing)
     require(cfg.distributed.timeout_s > 0, "distributed.timeout_s", "a positive number of seconds",
             cfg.distributed.timeout_s)
     require(not cfg.distributed.sync_bn or cfg.device != "cpu", "distributed.sync_bn",
             "false with device cpu (SyncBatchNorm runs on CUDA only)", cfg.distributed.sync_bn)
-    require(cfg.labels.mode in LABEL_MODES, "labels.mode", " or ".join(LABEL_MODES), cfg.labels.mode)
     lg = cfg.logging
     require(lg.preview_pool_sample >= 0, "logging.preview_pool_sample", "0 or more images", lg.preview_pool_sample)
     require(16 <= lg.thumbnail_size <= 1024, "logging.thumbnail_size", "16..1024 pixels", lg.thumbnail_size)
@@ -76,7 +81,8 @@ def validate_core(cfg: BaseConfig) -> None:
 
 
 def validate_config(cfg: BaseConfig) -> None:
-    """The core sections, then the adapter's (``cfg.validate_sections()``)."""
+    """Names, the core sections, then the adapter's (``cfg.validate_sections()``)."""
+    validate_choices(cfg)
     validate_core(cfg)
     cfg.validate_sections()
 

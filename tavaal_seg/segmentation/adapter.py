@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.adapter import Pool, Prediction, batch_slices, contiguous_part
-from ..core.runtime import displayed_image_size
+from ..core.errors import DataError, InputNotFound
+from ..core.runtime import LOG, displayed_image_size
 from ..core.tasks import per_sample_cross_entropy, predictive_entropy
 from .config import SegConfig, SegModelConfig
 from .data import (
@@ -24,48 +25,76 @@ from .data import (
     SegmentationDataset,
     build_eval_transform,
     build_train_transform,
-    folder_table,
+    class_table_for,
+    collate_same_size,
     read_image,
     read_mask,
+    relative_posix,
     reseed_transform,
     resized_uint8,
     seed_worker,
 )
 from .metrics import ConfusionMatrixIoU
-from .models import build_seg_model
+from .models import DEEPLAB_MODELS, DRN_MODELS, build_seg_model, fetch_pretrained
 from .palettes import PALETTES
+
+
+def split_folder(value: str | dict[str, str], split: str) -> str:
+    """A folder key (``data.img_dir``/``data.ann_dir``) for one split: ``{split}`` filled in, or
+    the split's entry of a mapping (validated to exist)."""
+    return value[split] if isinstance(value, dict) else value.replace("{split}", split)
 
 
 def discover_split(cfg: SegConfig, data_root: Path, split: str) -> list[SegItem]:
     d = cfg.data
     if d.name == "folder":
-        return SEG_DATASETS["folder"].discover(Path(data_root) / split, d.images_dir, d.masks_dir)
+        return SEG_DATASETS["folder"].discover(data_root, split_folder(d.img_dir, split),
+                                               split_folder(d.ann_dir, split), d.img_suffix, d.seg_map_suffix)
     return SEG_DATASETS[d.name].discover(data_root, split)
+
+
+def discover_pool(cfg: SegConfig, data_root: Path) -> list[SegItem]:
+    """The training split, plus the images of ``data.unlabeled_dir`` (ids relative to that
+    folder; their masks, once made, go under the training split's ``ann_dir``)."""
+    d = cfg.data
+    items = discover_split(cfg, data_root, d.train_split)[: d.limit_train]
+    if d.unlabeled_dir is None:
+        return items
+    extra = SEG_DATASETS["folder"].discover(data_root, d.unlabeled_dir, split_folder(d.ann_dir, d.train_split),
+                                            d.img_suffix, d.seg_map_suffix)
+    ids = {it.image_id for it in items}
+    clash = [it for it in extra if it.image_id in ids]
+    if clash:
+        raise DataError(f"data.unlabeled_dir {d.unlabeled_dir!r}: image id {clash[0].image_id!r} ({clash[0].image}) is "
+                        f"also a {d.train_split!r} image; ids (relative path without suffix) must be unique, since "
+                        f"both folders' masks go under {split_folder(d.ann_dir, d.train_split)!r}")
+    return sorted(items + extra, key=lambda it: it.image_id)
 
 
 def class_table(cfg: SegConfig) -> ClassTable:
     d = cfg.data
-    spec = SEG_DATASETS[d.name]
-    if spec.default_table is None or d.classes:
-        if not d.classes:
-            raise ValueError(f"data.classes: the {d.name} dataset needs a list of class names")
-        return folder_table(d.classes, ignore_index=d.ignore_index)
-    return spec.default_table(ignore_index=d.ignore_index)  # type: ignore[call-arg]
+    return class_table_for(d.name, SEG_DATASETS[d.name].default_table, d.classes, d.ignore_index, d.label_map,
+                           d.palette)
 
 
 def _deeplab_kwargs(m: SegModelConfig) -> dict[str, Any]:
     return {"encoder_name": m.encoder, "encoder_output_stride": m.output_stride,
-            "decoder_channels": m.decoder_channels, "encoder_weights_path": m.weights}
+            "decoder_channels": m.decoder_channels, "weights": m.weights, "encoder_weights": m.encoder_weights}
+
+
+def _drn_kwargs(m: SegModelConfig) -> dict[str, Any]:
+    return {"width": m.width, "weights": m.weights, "encoder_weights": m.encoder_weights}
 
 
 def _generic_kwargs(m: SegModelConfig) -> dict[str, Any]:
     return {"width": m.width, "weights": m.weights}
 
 
-# The model section as builder keywords: DeepLab takes its encoder keys; DRN and every
-# registered model take width and weights (plus taps when set, for all).
+# The model section as builder keywords: DeepLab takes its encoder keys, DRN its width, both
+# model.weights and model.encoder_weights; every registered model takes width and weights
+# (plus taps when set, for all).
 MODEL_KWARGS: Mapping[str, Callable[[SegModelConfig], dict[str, Any]]] = types.MappingProxyType({
-    "deeplabv3": _deeplab_kwargs, "deeplabv3plus": _deeplab_kwargs})
+    **dict.fromkeys(DEEPLAB_MODELS, _deeplab_kwargs), **dict.fromkeys(DRN_MODELS, _drn_kwargs)})
 
 
 class SegmentationAdapter:
@@ -76,25 +105,26 @@ class SegmentationAdapter:
         self.data_root = Path(data_root)
         d = cfg.data
         if not self.data_root.is_dir():
-            raise FileNotFoundError(f"data root {self.data_root} does not exist or is not a directory")
+            raise InputNotFound(f"data root {self.data_root} does not exist or is not a directory")
         self.table = class_table(cfg)
         self.num_classes = self.table.num_classes
         self.ignore_index = self.table.ignore_index
         self.class_names = tuple(self.table.names)
-        self.train_items = discover_split(cfg, self.data_root, d.train_split)[: d.limit_train]
+        self.train_items = discover_pool(cfg, self.data_root)
         self.test_items = discover_split(cfg, self.data_root, d.test_split)[: d.limit_test]
         missing = [it.image_id for it in self.test_items if it.mask is None]
         if missing:
-            raise ValueError(f"data.test_split {d.test_split!r}: {len(missing)} test images have no mask, "
-                             f"e.g. {missing[:3]}; evaluation needs labeled images")
+            raise DataError(f"data.test_split {d.test_split!r}: {len(missing)} test images have no mask, "
+                            f"e.g. {missing[:3]}; evaluation needs labeled images")
         if cfg.labels.mode == "oracle":
             unlabeled = [it for it in self.train_items if it.mask is None]
             if unlabeled:
-                raise ValueError(
+                raise DataError(
                     f"data.train_split {d.train_split!r}: {len(unlabeled)} of {len(self.train_items)} training images "
                     f"have no mask (e.g. {unlabeled[0].image_id}: expected {unlabeled[0].mask_location}); "
                     "labels.mode oracle needs a fully labeled pool; use labels.mode human to have it labeled")
-        self.label_help = (f"save each mask at its label_path under {self.data_root}: a single-channel PNG the size of "
+        kind = "an RGB PNG" if self.table.palette is not None else "a single-channel PNG"
+        self.label_help = (f"save each mask at its label_path under {self.data_root}: {kind} the size of "
                            f"its image whose values are {self.table.describe_values()}")
         self._validated: set[int] = set()
         self._train_tf = build_train_transform(tuple(d.crop), tuple(d.scale_range), self.ignore_index)
@@ -106,8 +136,24 @@ class SegmentationAdapter:
         self._vae_cache: dict[tuple[int, int], tuple[torch.Tensor, np.ndarray]] = {}
         self._pixel_counts: dict[int, np.ndarray] = {}   # per labeled pool item, its mask's class histogram
         self._extra_paths: dict[int, str] = {}            # pool items added by extend_pool -> their shown path
-        # the dataset's own palette for its own class table; a custom table gets the core's
-        self.class_colors = PALETTES.get(d.name) if not d.classes else None
+        self.class_colors = self._class_colors()
+        self._said_mixed_sizes = False
+        # a pretrained file named by model.encoder_weights is fetched now: offline, the run stops
+        # before it writes anything (the message says which file and where to put it)
+        fetch_pretrained(cfg.model.name, cfg.model.encoder, cfg.model.encoder_weights, cfg.model.width)
+
+    def _class_colors(self) -> tuple[tuple[int, int, int], ...] | None:
+        """Preview colours per train id: the colours of ``data.palette`` (the masks' own), else the
+        dataset's own palette for its own class table; None: the core's generated palette."""
+        t = self.table
+        if t.palette is not None:
+            colors: dict[int, tuple[int, int, int]] = {}
+            for raw, rgb in enumerate(t.palette.tolist()):
+                if t.known[raw] and t.lut[raw] < t.num_classes:
+                    colors.setdefault(int(t.lut[raw]), tuple(rgb))
+            if len(colors) == t.num_classes:
+                return tuple(colors[k] for k in range(t.num_classes))
+        return PALETTES.get(self.cfg.data.name) if not self.cfg.data.classes else None
 
     # ------------------------------------------------------------------ pool and model
 
@@ -117,19 +163,13 @@ class SegmentationAdapter:
                           for k, it in enumerate(self.train_items)))
 
     def extend_pool(self, files: Sequence[Path], ids: Sequence[str], paths: Sequence[str]) -> np.ndarray:
-        """Unlabeled image files outside the dataset (new drives to rank) join the pool."""
+        """Unlabeled image files outside the dataset (new drives to rank) join the pool; images of
+        another size than the pool's are scored at their native size too (batched by size) unless
+        ``data.eval_size`` resizes all."""
         known = {it.image_id for it in self.train_items}
         clash = [i for i in ids if i in known]
         if clash or len(set(ids)) != len(ids):
             raise ValueError(f"extend_pool: ids must be new and unique, got {clash[:5] or list(ids)[:5]}")
-        if self.cfg.data.eval_size is None:  # native-size batches must share one size (r is computed over both)
-            sizes: dict[tuple[int, int], Path] = {displayed_image_size(self.train_items[0].image): self.train_items[0].image}
-            for f in files:
-                sizes.setdefault(displayed_image_size(Path(f)), Path(f))
-            if len(sizes) > 1:
-                (a, fa), (b, fb) = list(sizes.items())[:2]
-                raise ValueError(f"images differ in size ({fa}: {a[0]}x{a[1]}, {fb}: {b[0]}x{b[1]}) and data.eval_size "
-                                 "is null (native size); set one size for scoring, e.g. --set 'data.eval_size=[360, 480]'")
         start = len(self.train_items)
         self.train_items.extend(SegItem(i, Path(f), None, None) for i, f in zip(ids, files))  # shared by both sets
         self._extra_paths.update({start + k: p for k, p in enumerate(paths)})
@@ -145,30 +185,36 @@ class SegmentationAdapter:
 
     # ------------------------------------------------------------------ batches
 
-    def _loader(self, dataset: SegmentationDataset, batches: list[np.ndarray], device: torch.device,
-                seed: int = 0) -> DataLoader:
+    def _batches(self, dataset: SegmentationDataset, batches: list[np.ndarray], device: torch.device,
+                 seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, masks) on ``device``, in the order of ``batches``; a batch whose images differ
+        in size comes as several same-size batches (:func:`collate_same_size`)."""
         workers = self.cfg.data.num_workers
-        return DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
-                          worker_init_fn=seed_worker if workers else None, pin_memory=device.type == "cuda",
-                          generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=workers,
+                            worker_init_fn=seed_worker if workers else None, pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(seed), collate_fn=collate_same_size)
+        for runs in loader:
+            if len(runs) > 1 and not self._said_mixed_sizes:
+                self._said_mixed_sizes = True
+                LOG.info("images of several sizes (e.g. %s): each batch is split where the size changes, so every "
+                         "image is scored at its native size; set data.eval_size to resize all to one size for full "
+                         "batches", ", ".join(f"{x.shape[-1]}x{x.shape[-2]}" for x, _, _ in runs[:3]))
+            for x, y, _ in runs:
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def train_batches(self, batches: Sequence[np.ndarray], generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         reseed_transform(self._train_tf, seed)  # the main-process stream (num_workers 0)
-        for x, y, _ in self._loader(self._train_set, list(batches), device, seed):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from self._batches(self._train_set, list(batches), device, seed)
 
     def pool_batches(self, indices: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-        batches = batch_slices(np.asarray(indices), batch_size)
-        for x, _, _ in self._loader(self._pool_set, batches, device):
-            yield x.to(device, non_blocking=True)
+        for x, _ in self._batches(self._pool_set, batch_slices(np.asarray(indices), batch_size), device):
+            yield x
 
     def labeled_pool_batches(self, indices: np.ndarray, batch_size: int,
                              device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batches = batch_slices(np.asarray(indices), batch_size)
-        for x, y, _ in self._loader(self._pool_set, batches, device):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from self._batches(self._pool_set, batch_slices(np.asarray(indices), batch_size), device)
 
     def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
         """The labeled masks' pixel share per class and its entropy (nats; the same
@@ -193,8 +239,7 @@ class SegmentationAdapter:
                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = contiguous_part(len(self.test_items), shard)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        for x, y, _ in self._loader(self._test_set, batches, device):
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from self._batches(self._test_set, batches, device)
 
     # ------------------------------------------------------------------ losses and scores
 
@@ -246,8 +291,8 @@ class SegmentationAdapter:
             mask = read_mask(path, self.table)
             width, height = displayed_image_size(item.image)
             if mask.shape != (height, width):
-                raise ValueError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item.image} is "
-                                 f"{width}x{height}; a mask must have its image's size")
+                raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {item.image} is "
+                                f"{width}x{height}; a mask must have its image's size")
             self.train_items[i] = dataclasses.replace(item, mask=path)
             self._validated.add(i)
         return missing
@@ -257,12 +302,12 @@ class SegmentationAdapter:
         if target is None:
             return ""
         try:
-            return target.resolve().relative_to(self.data_root.resolve()).as_posix()
-        except ValueError:
+            return relative_posix(target, self.data_root, "mask")
+        except DataError:
             return str(target)
 
     def assign_labels(self, labels: Mapping[int, str], source: str) -> None:
-        raise ValueError(f"{source}: segmentation labels are mask files, not a CSV; {self.label_help}")
+        raise DataError(f"{source}: segmentation labels are mask files, not a CSV; {self.label_help}")
 
     def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
         """uint8 N×3×H×W at the VAE size; each pool image is decoded once per size and cached."""

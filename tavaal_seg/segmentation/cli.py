@@ -9,8 +9,6 @@ from ..core.runtime import LOG
 from .adapter import SegmentationAdapter
 from .config import SegConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
 
 def make_adapter(cfg: SegConfig, data_root: Path) -> SegmentationAdapter:
     """The adapter; a config with ``data.synthetic_train`` set (the demo) first writes its
@@ -31,4 +29,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Active learning for semantic segmentation with TA-VAAL and its baselines. "
         "Runs Cityscapes, CamVid or any image/mask folder; the default config is a CPU demo on "
         "synthetic street scenes."),
-        config_cls=SegConfig, default_config=CONFIG_DIR / "demo.yaml", make_adapter=make_adapter)
+        config_cls=SegConfig, default_config="demo", make_adapter=make_adapter, label_csv=False)

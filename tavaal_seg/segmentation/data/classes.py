@@ -5,7 +5,8 @@ ignore index) plus a ``known`` flag per raw value. The flag exists so that a mas
 value the dataset does not define (a wrong label format, an RGB-colour mask saved as grey, a
 16-bit instance map passed by mistake) is *rejected* with the file name instead of silently
 becoming "ignore" -- silently ignored labels train a model on nothing and look like a bad
-learning rate.
+learning rate. A table with a ``palette`` reads colour (RGB) masks: palette entry k is the
+colour of raw value k, which the table then maps like any raw value.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClassTable", "cityscapes_table", "camvid_table", "folder_table", "CAMVID_CLASSES"]
+from ...core.errors import DataError
+
+__all__ = ["ClassTable", "cityscapes_table", "camvid_table", "folder_table", "palette_table", "CAMVID_CLASSES"]
 
 CAMVID_CLASSES: tuple[str, ...] = (
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
@@ -33,6 +36,8 @@ class ClassTable:
             not define. :meth:`encode` raises on those (values explicitly mapped to
             ``ignore_index`` are known and fine).
         ignore_index: the train id meaning "no label" (must be >= num_classes, <= 255).
+        palette: None for masks of raw values; else a K×3 uint8 array of distinct RGB colours
+            (K <= 256), colour k standing for raw value k: masks are then colour images.
 
     The arrays are copied and made read-only, so a table is safe to share between workers.
     """
@@ -41,6 +46,7 @@ class ClassTable:
     lut: np.ndarray
     known: np.ndarray
     ignore_index: int = 255
+    palette: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.names)
@@ -67,6 +73,15 @@ class ClassTable:
         lut = np.where(known, lut, ignore).astype(np.uint8)
         lut.setflags(write=False)
         known.setflags(write=False)
+        if self.palette is not None:
+            palette = np.array(self.palette, dtype=np.int64).reshape(-1, 3)
+            if not 0 < len(palette) <= 256 or palette.min() < 0 or palette.max() > 255:
+                raise ValueError(f"palette must hold 1..256 RGB colours with values 0..255, got {len(palette)}")
+            if len({tuple(c) for c in palette.tolist()}) != len(palette):
+                raise ValueError("palette colours must be distinct")
+            palette = palette.astype(np.uint8)
+            palette.setflags(write=False)
+            object.__setattr__(self, "palette", palette)
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "ignore_index", ignore)
         object.__setattr__(self, "lut", lut)
@@ -85,11 +100,11 @@ class ClassTable:
         """
         mask = np.asarray(mask_raw)
         if mask.dtype.kind not in "ui":
-            raise ValueError(f"mask {source}: expected an integer label image, got dtype {mask.dtype}")
+            raise DataError(f"mask {source}: expected an integer label image, got dtype {mask.dtype}")
         if mask.dtype != np.uint8:
             lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
             if lo < 0 or hi > 255:
-                raise ValueError(
+                raise DataError(
                     f"mask {source}: values range {lo}..{hi}, outside 0..255; expected an 8-bit label "
                     f"image (is this an instance-id or colour mask?)"
                 )
@@ -98,16 +113,50 @@ class ClassTable:
         if unknown.any():
             values = np.unique(mask[unknown]).tolist()
             known_values = np.flatnonzero(self.known).tolist()
-            raise ValueError(
+            raise DataError(
                 f"mask {source}: contains raw value(s) {values[:20]} ({int(unknown.sum())} pixels) that the "
                 f"class table does not define; known raw values: {_ranges(known_values)}"
             )
         return self.lut[mask]
 
+    def encode_colors(self, rgb: np.ndarray, source: str) -> np.ndarray:
+        """Map an H×W×3 uint8 RGB mask to train ids through the palette, validating every pixel.
+
+        Raises:
+            DataError: naming ``source`` and the first colours (with pixel counts) that are not
+                in the palette.
+        """
+        assert self.palette is not None, "encode_colors needs a table with a palette"
+        codes = _pack(rgb)
+        palette_codes = _pack(self.palette[None])[0]
+        order = np.argsort(palette_codes)
+        sorted_codes = palette_codes[order]
+        pos = np.clip(np.searchsorted(sorted_codes, codes), 0, len(sorted_codes) - 1)
+        unknown = sorted_codes[pos] != codes
+        if unknown.any():
+            values, counts = np.unique(codes[unknown], return_counts=True)
+            shown = ", ".join(f"{_unpack(v)} ({c} px)" for v, c in sorted(zip(values.tolist(), counts.tolist()),
+                                                                         key=lambda vc: -vc[1])[:5])
+            raise DataError(f"mask {source}: {len(values)} colour(s) not in data.palette, e.g. {shown}; palette "
+                            f"colours: {', '.join(str(_unpack(int(c))) for c in palette_codes[:12])}"
+                            + (", ..." if len(palette_codes) > 12 else ""))
+        return self.lut[order[pos].astype(np.uint8)]
+
     def describe_values(self) -> str:
         """The raw mask values this table accepts, for instructions to people making masks."""
+        if self.palette is not None:
+            return f"RGB colours of data.palette ({self.num_classes} classes: " + \
+                ", ".join(f"{n} {_unpack(int(c))}" for n, c in zip(self.names[:8], self._class_codes())) + \
+                (", ..." if self.num_classes > 8 else "") + ")"
         return f"raw values {_ranges(np.flatnonzero(self.known).tolist())} ({self.num_classes} classes: " + \
             ", ".join(self.names[:8]) + (", ..." if self.num_classes > 8 else "") + ")"
+
+    def _class_codes(self) -> list[int]:
+        """The packed palette colour of each class (the first raw value mapped to it)."""
+        assert self.palette is not None
+        codes = _pack(self.palette[None])[0]
+        return [int(codes[np.flatnonzero(self.lut[: len(codes)] == k)[0]]) for k in range(self.num_classes)
+                if (self.lut[: len(codes)] == k).any()]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ClassTable):
@@ -117,10 +166,23 @@ class ClassTable:
             and self.ignore_index == other.ignore_index
             and np.array_equal(self.lut, other.lut)
             and np.array_equal(self.known, other.known)
+            and (self.palette is None) == (other.palette is None)
+            and (self.palette is None or np.array_equal(self.palette, other.palette))
         )
 
     def __hash__(self) -> int:
-        return hash((self.names, self.ignore_index, self.lut.tobytes(), self.known.tobytes()))
+        return hash((self.names, self.ignore_index, self.lut.tobytes(), self.known.tobytes(),
+                     None if self.palette is None else self.palette.tobytes()))
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """H×W×3 uint8 -> H×W int32 codes 0xRRGGBB."""
+    rgb = np.asarray(rgb, dtype=np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _unpack(code: int) -> tuple[int, int, int]:
+    return (code >> 16) & 255, (code >> 8) & 255, code & 255
 
 
 def _ranges(values: Sequence[int]) -> str:
@@ -213,3 +275,30 @@ def folder_table(
             lut[raw] = train_id
             known[raw] = True
     return ClassTable(names=names, lut=lut, known=known, ignore_index=ignore_index)
+
+
+def palette_table(colors: Sequence[tuple[str, Sequence[int]]], classes: Sequence[str] | None = None,
+                  ignore_index: int = 255) -> ClassTable:
+    """Table for colour (RGB) masks: ``colors`` lists (name, [R, G, B]) pairs in palette order.
+
+    The classes are ``classes`` (each must have a colour) or, when None, every palette name in
+    order; a palette colour whose name is not a class (void, background, ...) means ignore. A
+    colour that is not in the palette is an error when a mask is read.
+    """
+    names = [str(n) for n, _ in colors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"palette names must be unique, got {names}")
+    classes = list(classes) if classes is not None else names
+    absent = [c for c in classes if c not in names]
+    if absent:
+        raise ValueError(f"classes {absent} have no colour in the palette (its names: {', '.join(names)})")
+    if len(colors) > 256:
+        raise ValueError(f"at most 256 palette colours, got {len(colors)}")
+    lut = np.full(256, ignore_index, dtype=np.int64)
+    known = np.zeros(256, dtype=bool)
+    for k, name in enumerate(names):
+        known[k] = True
+        if name in classes:
+            lut[k] = classes.index(name)
+    return ClassTable(names=tuple(classes), lut=lut, known=known, ignore_index=ignore_index,
+                      palette=np.array([list(c) for _, c in colors]))

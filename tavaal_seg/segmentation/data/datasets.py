@@ -8,6 +8,7 @@ layers down is how broken dataset layouts usually show up.
 from __future__ import annotations
 
 import io
+import os
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
+from ...core.errors import DataError, InputNotFound
 from .classes import ClassTable, camvid_table, cityscapes_table
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "read_mask",
     "SegmentationDataset",
     "resized_uint8",
+    "collate_same_size",
+    "relative_posix",
     "IMAGE_EXTENSIONS",
 ]
 
@@ -60,24 +64,46 @@ class SegItem:
     def rel_path(self, root: str | Path) -> str:
         """Image path relative to ``root`` as a POSIX string (for exports that must not leak
         absolute paths of the machine that ran selection)."""
-        try:
-            return Path(self.image).resolve().relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            raise ValueError(f"image {self.image} is not under root {root}") from None
+        return relative_posix(self.image, root, "image")
+
+
+def relative_posix(path: str | Path, root: str | Path, what: str) -> str:
+    """``path`` relative to ``root``, as a POSIX string, taken from the paths as written (symlinks
+    are not resolved: a tree of links into other disks stays under its root)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        raise DataError(f"{what} {path} is not under the data root {root}; every image and mask must be inside "
+                        "the data root (links are fine)")
+    return Path(rel).as_posix()
 
 
 def _check_root(root: str | Path, what: str) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{what} root {root} does not exist or is not a directory")
+        raise InputNotFound(f"{what} root {root} does not exist or is not a directory")
     return root
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """Every file under ``folder``, following symlinked folders (each real folder visited once,
+    so a link cycle ends), as paths under ``folder``."""
+    files, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        files += [Path(dirpath) / name for name in sorted(filenames)]
+    return files
 
 
 def _unique_sorted(items: list[SegItem], where: str) -> list[SegItem]:
     items.sort(key=lambda it: it.image_id)
     for a, b in zip(items, items[1:]):
         if a.image_id == b.image_id:
-            raise ValueError(
+            raise DataError(
                 f"{where}: duplicate image id {a.image_id!r} for {a.image} and {b.image}; ids must be unique"
             )
     return items
@@ -102,14 +128,14 @@ def discover_cityscapes(root: str | Path, split: str) -> list[SegItem]:
         "{city}_{seq}_{frame}_gtFine_labelIds.png"
     )
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"split directory {split_dir} does not exist — {expected}")
+        raise InputNotFound(f"split directory {split_dir} does not exist — {expected}")
     items = []
     for image in split_dir.glob("*/*_leftImg8bit.png"):
         image_id = image.name[: -len("_leftImg8bit.png")]
         mask = root / "gtFine" / split / image.parent.name / f"{image_id}_gtFine_labelIds.png"
         items.append(SegItem(image_id, image, mask if mask.is_file() else None, mask))
     if not items:
-        raise FileNotFoundError(f"no images found under {pattern} — {expected}")
+        raise InputNotFound(f"no images found under {pattern} — {expected}")
     return _unique_sorted(items, str(split_dir))
 
 
@@ -133,7 +159,7 @@ def discover_camvid(root: str | Path, split: str) -> list[SegItem]:
     root = _check_root(root, "CamVid")
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"split list {list_file} does not exist — expected {split}.txt with one "
             f"'image_path mask_path' pair per line, relative to {root} (SegNet CamVid layout)"
         )
@@ -143,50 +169,60 @@ def discover_camvid(root: str | Path, split: str) -> list[SegItem]:
         if not tokens or tokens[0].startswith("#"):
             continue
         if len(tokens) > 2:
-            raise ValueError(
+            raise DataError(
                 f"{list_file}:{lineno}: expected 'image_path mask_path', got {len(tokens)} fields: {line!r}"
             )
         image = _list_path(root, tokens[0])
         target = _list_path(root, tokens[1]) if len(tokens) == 2 else \
             image.parent.with_name(image.parent.name + "annot") / image.name
         if not image.is_file():
-            raise FileNotFoundError(f"{list_file}:{lineno}: image {image} does not exist")
+            raise InputNotFound(f"{list_file}:{lineno}: image {image} does not exist")
         items.append(SegItem(image.stem, image, target if target.is_file() else None, target))
     if not items:
-        raise FileNotFoundError(f"{list_file} lists no images — expected 'image_path mask_path' lines")
+        raise InputNotFound(f"{list_file} lists no images — expected 'image_path mask_path' lines")
     return _unique_sorted(items, str(list_file))
 
 
 def discover_folder(
     root: str | Path,
-    images_dir: str = "images",
-    masks_dir: str | None = "masks",
-    mask_suffix: str = ".png",
+    img_dir: str = "images",
+    ann_dir: str | None = "masks",
+    img_suffix: str | None = None,
+    seg_map_suffix: str = ".png",
 ) -> list[SegItem]:
-    """A user's own dataset: ``root/images_dir/**/*.{png,jpg,jpeg}`` with masks at the same
-    relative path under ``root/masks_dir`` and extension ``mask_suffix`` (missing -> ``mask=None``;
-    ``masks_dir=None`` -> all unlabelled). image_id = relative path without extension, '/'-joined.
+    """A user's own dataset in mmsegmentation's folder convention: images
+    ``root/img_dir/**/<stem><img_suffix>`` and their masks at the same relative folder under
+    ``root/ann_dir`` as ``<stem><seg_map_suffix>`` (e.g. ``_leftImg8bit.png`` /
+    ``_gtFine_labelIds.png``). ``img_suffix=None`` takes any ``.png``/``.jpg``/``.jpeg`` (the stem
+    is the name without its extension). A missing mask gives ``mask=None`` (an image awaiting
+    labels; ``ann_dir=None``: all of them). Symlinked files and folders are followed.
+    image_id = relative folder + stem, '/'-joined.
     """
     root = _check_root(root, "folder dataset")
-    image_root = root / images_dir
+    image_root = root / img_dir
+    wanted = f"*{img_suffix}" if img_suffix else "*.{png,jpg,jpeg}"
     if not image_root.is_dir():
-        raise FileNotFoundError(
-            f"image directory {image_root} does not exist — expected images under "
-            f"{root}/{images_dir}/**/*.png|jpg|jpeg"
-        )
-    mask_root = root / masks_dir if masks_dir is not None else None
+        raise InputNotFound(f"image directory {image_root} does not exist — expected images under "
+                            f"{root}/{img_dir}/**/{wanted}")
+    mask_root = root / ann_dir if ann_dir is not None else None
     items = []
-    for image in image_root.rglob("*"):
-        if image.suffix.lower() not in IMAGE_EXTENSIONS or not image.is_file():
+    for image in _walk_files(image_root):
+        if img_suffix:
+            if not image.name.endswith(img_suffix) or image.name == img_suffix:
+                continue
+            stem = image.name[: -len(img_suffix)]
+        elif image.suffix.lower() in IMAGE_EXTENSIONS:
+            stem = image.stem
+        else:
             continue
-        rel = image.relative_to(image_root).with_suffix("")
-        target = mask_root / rel.parent / (rel.name + mask_suffix) if mask_root is not None else None
-        items.append(SegItem(rel.as_posix(), image, target if target is not None and target.is_file() else None,
-                             target))
+        rel_dir = image.parent.relative_to(image_root)
+        target = mask_root / rel_dir / (stem + seg_map_suffix) if mask_root is not None else None
+        items.append(SegItem((rel_dir / stem).as_posix(), image,
+                             target if target is not None and target.is_file() else None, target))
     if not items:
-        raise FileNotFoundError(
-            f"no images found under {image_root}/**/*.{{png,jpg,jpeg}} — expected a folder of images"
-            + (f" with masks at the same relative path under {mask_root} ending in {mask_suffix}"
+        raise InputNotFound(
+            f"no images found under {image_root}/**/{wanted} — expected a folder of images"
+            + (f" with masks at the same relative path under {mask_root} ending in {seg_map_suffix}"
                if mask_root is not None else "")
         )
     return _unique_sorted(items, str(image_root))
@@ -208,7 +244,7 @@ SEG_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType({
     "camvid": DatasetSpec(discover_camvid, camvid_table,
                           "SegNet CamVid layout ({split}.txt lists), 11 classes, 11 = void"),
     "folder": DatasetSpec(discover_folder, None,
-                          "images_dir/**/*.png|jpg with masks at the same relative path"),
+                          "img_dir/**/<stem><img_suffix> with masks ann_dir/**/<stem><seg_map_suffix>"),
 })
 
 
@@ -218,9 +254,9 @@ def _read_bytes(path: Path) -> np.ndarray:
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as e:
-        raise FileNotFoundError(f"cannot read {path}: {e}") from e
+        raise InputNotFound(f"cannot read {path}: {e}") from e
     if data.size == 0:
-        raise ValueError(f"cannot read image {path}: file is empty")
+        raise DataError(f"cannot read image {path}: file is empty")
     return data
 
 
@@ -242,12 +278,12 @@ def _check_not_truncated(path: Path, data: np.ndarray) -> None:
     from PIL import Image, ImageFile
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone enabled lenient PIL globally: cannot verify
-        raise ValueError(f"cannot read image {path}: JPEG has no end-of-image marker (truncated?)")
+        raise DataError(f"cannot read image {path}: JPEG has no end-of-image marker (truncated?)")
     try:
         with Image.open(io.BytesIO(data.tobytes())) as im:
             im.load()
     except Exception as e:  # noqa: BLE001 - any decoder failure means a broken file
-        raise ValueError(f"cannot read image {path}: truncated or corrupt JPEG ({e})") from e
+        raise DataError(f"cannot read image {path}: truncated or corrupt JPEG ({e})") from e
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -259,42 +295,49 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
+        raise InputNotFound(f"image {path} does not exist")
     data = _read_bytes(path)
     _check_not_truncated(path, data)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # always 3-channel BGR, 8-bit
     if img is None:
-        raise ValueError(f"cannot read image {path}: not a decodable image or truncated/corrupt file")
+        raise DataError(f"cannot read image {path}: not a decodable image or truncated/corrupt file")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: str | Path, table: ClassTable) -> np.ndarray:
-    """Decode a single-channel label image and map it to train ids (H×W uint8).
+    """Decode a label image and map it to train ids (H×W uint8).
 
-    The file is read unchanged (no colour conversion). Palette ("P" mode) PNGs, which OpenCV
-    expands to colour, are read as their palette indices (the usual VOC-style convention).
-    Every value is validated through ``table.encode``.
+    Without a palette in ``table`` the file must be a single-channel label image, read unchanged
+    (no colour conversion); palette ("P" mode) PNGs, which OpenCV expands to colour, are read as
+    their palette indices (the usual VOC-style convention). With a palette (``data.palette``)
+    the file must be a colour image (RGB, RGBA or a "P" mode PNG, read as its colours) and every
+    colour must be in the palette. Every value is validated through the table.
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: undecodable/truncated file, not a 2-D single-channel image, or unknown values.
+        InputNotFound: the file does not exist.
+        DataError: undecodable/truncated file, wrong kind of image, or unknown values/colours.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"mask {path} does not exist")
+        raise InputNotFound(f"mask {path} does not exist")
     data = _read_bytes(path)
     _check_not_truncated(path, data)
     mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if mask is None:
-        raise ValueError(f"cannot read mask {path}: not a decodable image or truncated/corrupt file")
+        raise DataError(f"cannot read mask {path}: not a decodable image or truncated/corrupt file")
     if mask.ndim == 3 and mask.shape[2] == 1:
         mask = mask[:, :, 0]
+    if table.palette is not None:
+        if mask.ndim != 3 or mask.dtype != np.uint8:
+            raise DataError(f"mask {path}: data.palette is set, so masks must be 8-bit colour (RGB) images; got "
+                            f"shape {mask.shape} ({mask.dtype})")
+        return table.encode_colors(cv2.cvtColor(mask[:, :, :3], cv2.COLOR_BGR2RGB), str(path))
     if mask.ndim != 2:
         indices = _palette_indices(data) if mask.ndim == 3 else None
         if indices is None:
-            raise ValueError(
+            raise DataError(
                 f"mask {path}: expected a 2-D single-channel label image, got shape {mask.shape}; "
-                f"colour-coded (RGB) masks must be converted to class-index images first"
+                f"for colour-coded (RGB) masks set data.palette (the colour of each class)"
             )
         mask = indices
     return table.encode(mask, str(path))
@@ -347,7 +390,7 @@ class SegmentationDataset(Dataset):
         image = read_image(item.image)
         if item.mask is None:
             if self.require_masks:
-                raise ValueError(
+                raise DataError(
                     f"item {i} ({item.image_id}, {item.image}) has no mask: it is unlabelled; label it "
                     f"or build the dataset with require_masks=False"
                 )
@@ -355,7 +398,7 @@ class SegmentationDataset(Dataset):
         else:
             mask = read_mask(item.mask, self.table)
             if mask.shape != image.shape[:2]:
-                raise ValueError(
+                raise DataError(
                     f"size mismatch: image {item.image} is {image.shape[1]}x{image.shape[0]} (WxH) but "
                     f"mask {item.mask} is {mask.shape[1]}x{mask.shape[0]}"
                 )
@@ -386,3 +429,21 @@ def resized_uint8(items: Sequence[SegItem], size_hw: tuple[int, int]) -> torch.T
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
         out[k] = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
     return out
+
+
+def collate_same_size(samples: Sequence[tuple[torch.Tensor, torch.Tensor, int]]
+                      ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """A batch as runs of consecutive samples of one size, each stacked, in order.
+
+    Images of different sizes (a user's own folder with ``data.eval_size: null``) are batched by
+    size rather than padded or resized: every image is scored and evaluated at its native size,
+    and its score does not depend on what it was batched with. A pool of one size gives one run
+    per batch; a mixed pool gives smaller batches (``data.eval_size`` resizes to one size instead).
+    """
+    runs: list[list[tuple[torch.Tensor, torch.Tensor, int]]] = []
+    for sample in samples:
+        if runs and runs[-1][-1][0].shape == sample[0].shape:
+            runs[-1].append(sample)
+        else:
+            runs.append([sample])
+    return [default_collate(run) for run in runs]

@@ -17,15 +17,19 @@ uses, shifting the mask up to half a source pixel against the image.
 """
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from typing import Any
 
-import albumentations as A
-import cv2
-import numpy as np
-import torch
-from albumentations.pytorch import ToTensorV2
+# albumentations checks for a newer release over the network when it is imported, unless told not
+# to: a training run (often offline, on a cluster node) should not, whichever way it was started
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 __all__ = [
     "IMAGENET_MEAN",

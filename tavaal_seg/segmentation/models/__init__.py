@@ -9,13 +9,32 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ...core.registry import Registry
-from .deeplab import DEEPLAB_DEFAULT_TAPS, DeepLabSeg, deeplabv3, deeplabv3plus, load_encoder_weights
-from .drn import DRN, DRN_DEFAULT_TAPS, DRN_LAYER_NAMES, DRNSeg, drn_d_22, drn_d_38, load_drn_weights
+from .deeplab import (
+    DEEPLAB_DEFAULT_TAPS,
+    DeepLabSeg,
+    deeplabv3,
+    deeplabv3plus,
+    load_deeplab_weights,
+    smp_encoder_file,
+    smp_weight_names,
+)
+from .drn import (
+    DRN,
+    DRN_DEFAULT_TAPS,
+    DRN_IMAGENET_URLS,
+    DRN_LAYER_NAMES,
+    DRNSeg,
+    drn_d_22,
+    drn_d_38,
+    drn_imagenet_file,
+    load_drn_weights,
+)
 
 __all__ = [
-    "SegModel", "SEG_MODELS", "build_seg_model", "register_seg_model",
-    "DeepLabSeg", "deeplabv3", "deeplabv3plus", "load_encoder_weights", "DEEPLAB_DEFAULT_TAPS",
-    "DRN", "DRNSeg", "drn_d_22", "drn_d_38", "load_drn_weights", "DRN_DEFAULT_TAPS", "DRN_LAYER_NAMES",
+    "SegModel", "SEG_MODELS", "build_seg_model", "register_seg_model", "DEEPLAB_MODELS", "DRN_MODELS",
+    "DeepLabSeg", "deeplabv3", "deeplabv3plus", "load_deeplab_weights", "smp_encoder_file", "smp_weight_names",
+    "DEEPLAB_DEFAULT_TAPS", "DRN", "DRNSeg", "drn_d_22", "drn_d_38", "drn_imagenet_file", "load_drn_weights",
+    "DRN_DEFAULT_TAPS", "DRN_IMAGENET_URLS", "DRN_LAYER_NAMES", "fetch_pretrained",
 ]
 
 
@@ -31,6 +50,11 @@ class SegModel(Protocol):
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
+
+# the built-in families: which model.* keys each takes (SegmentationAdapter.build_model) and
+# where model.encoder_weights comes from (smp's encoders; DRN's ImageNet files)
+DEEPLAB_MODELS = ("deeplabv3", "deeplabv3plus")
+DRN_MODELS = tuple(DRN_IMAGENET_URLS)
 
 # builder(num_classes, **kwargs) -> a SegModel; the adapter passes the model section's keys
 # (see SegmentationAdapter.build_model)
@@ -56,3 +80,15 @@ def register_seg_model(name: str, builder: SegModelBuilder | None = None, *,
 def build_seg_model(name: str, num_classes: int, **kwargs: Any) -> torch.nn.Module:
     """Build a registered model by name; kwargs go to the builder (see each model's docs)."""
     return SEG_MODELS.lookup(name)(num_classes, **kwargs)
+
+
+def fetch_pretrained(name: str, encoder: str, encoder_weights: str | None, width: float = 1.0) -> None:
+    """Bring the pretrained file ``model.encoder_weights`` names into its cache now, so that a run
+    without it fails before it writes anything (offline: a WeightsError naming the file).
+    Registered models take no ``model.encoder_weights`` (the config check refuses it)."""
+    if encoder_weights is None:
+        return
+    if name in DRN_MODELS:
+        drn_imagenet_file(name, encoder_weights, width)
+    elif name in DEEPLAB_MODELS:
+        smp_encoder_file(encoder, encoder_weights)

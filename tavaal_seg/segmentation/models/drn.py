@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,14 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.runtime import read_state_dict
+from ...core.errors import ConfigError
+from ...core.weights import fit_state_dict, hub_file, read_state_dict
 
-__all__ = ["DRN", "DRNSeg", "drn_d_22", "drn_d_38", "DRN_LAYER_NAMES", "DRN_DEFAULT_TAPS"]
+__all__ = ["DRN", "DRNSeg", "drn_d_22", "drn_d_38", "DRN_LAYER_NAMES", "DRN_DEFAULT_TAPS", "DRN_IMAGENET_URLS",
+           "drn_imagenet_file", "load_drn_weights"]
 
 DRN_LAYER_NAMES: tuple[str, ...] = tuple(f"layer{i}" for i in range(9))
 DRN_DEFAULT_TAPS: tuple[str, ...] = ("layer3", "layer4", "layer6", "layer8")
 _CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
 _DEPTHS = {"drn_d_22": (1, 1, 2, 2, 2, 2, 1, 1), "drn_d_38": (1, 1, 3, 4, 6, 3, 1, 1)}
+# the authors' ImageNet checkpoints (github.com/fyu/drn, drn.py model_urls); the name carries
+# torch hub's sha256 prefix, so a download is checked
+DRN_IMAGENET_URLS = types.MappingProxyType({"drn_d_22": "http://dl.yf.io/drn/drn_d_22-4bd2f8ea.pth",
+                                           "drn_d_38": "http://dl.yf.io/drn/drn_d_38-eebb45f0.pth"})
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -140,6 +147,7 @@ class DRNSeg(nn.Module):
         taps: Sequence[str] = DRN_DEFAULT_TAPS,
         weights: str | Path | None = None,
         width: float = 1.0,
+        encoder_weights: str | None = None,
     ) -> None:
         super().__init__()
         if arch not in _DEPTHS:
@@ -149,7 +157,7 @@ class DRNSeg(nn.Module):
         taps = tuple(taps)
         bad = [t for t in taps if t not in DRN_LAYER_NAMES]
         if bad or not taps or len(set(taps)) != len(taps):
-            raise ValueError(f"taps must be distinct names from {DRN_LAYER_NAMES}, got {taps}")
+            raise ConfigError(f"model.taps: taps must be distinct names from {DRN_LAYER_NAMES}, got {taps}")
         self.arch = arch
         self.num_classes = int(num_classes)
         self.tap_names: tuple[str, ...] = taps
@@ -159,6 +167,8 @@ class DRNSeg(nn.Module):
         n = self.seg.out_channels  # reference init of the classifier
         nn.init.normal_(self.seg.weight, 0.0, math.sqrt(2.0 / n))
         nn.init.zeros_(self.seg.bias)
+        if encoder_weights is not None:
+            load_drn_weights(self, drn_imagenet_file(arch, encoder_weights, width))
         if weights is not None:
             load_drn_weights(self, weights)
 
@@ -185,41 +195,42 @@ def _remap_key(key: str) -> str | None:
     return key
 
 
-def load_drn_weights(model: DRNSeg, path: str | Path) -> None:
-    """Load a local checkpoint into ``model`` (``torch.load(weights_only=True)``).
+def drn_imagenet_file(arch: str, encoder_weights: str = "imagenet", width: float = 1.0) -> Path:
+    """The authors' ImageNet checkpoint of ``arch`` in the torch hub cache (fetched on first use;
+    offline, the error names the file and where to put it). It fits ``width`` 1.0 only."""
+    if encoder_weights != "imagenet" or arch not in DRN_IMAGENET_URLS:
+        raise ConfigError(f"model.encoder_weights: {arch} has ImageNet weights only ('imagenet'), "
+                          f"got {encoder_weights!r}")
+    url = DRN_IMAGENET_URLS[arch]
+    if width != 1.0:
+        raise ConfigError(f"model.encoder_weights=imagenet: {url.rsplit('/', 1)[-1]} ({arch}'s ImageNet weights) fits "
+                          f"model.width 1.0 only, got {width}")
+    return hub_file(url, f"model.encoder_weights=imagenet ({arch})")
 
-    Accepts this package's ``DRNSeg.state_dict()``, the authors' DRNSeg checkpoints and their
-    ImageNet DRN checkpoints (backbone only: the classifier keeps its fresh init). Any missing
-    backbone key, unexpected key or shape mismatch raises ``ValueError`` naming the file.
-    """
+
+def load_drn_weights(model: DRNSeg, path: str | Path) -> None:
+    """Load a local checkpoint into ``model`` (``weights_only``), its layout detected by key:
+    this package's ``DRNSeg.state_dict()`` or run checkpoint ``checkpoints/cycle_NN.pt``, the
+    authors' DRNSeg checkpoints and their ImageNet DRN checkpoints (backbone only). The
+    classifier keeps its initialisation when the file has none or one for another number of
+    classes (logged); any other missing, unexpected or mis-shaped key raises
+    :class:`~tavaal_seg.core.errors.WeightsError` naming the file and the keys."""
     path = Path(path)
-    state = read_state_dict(path, "DRN weights file")
     mapped = {}
-    for k, v in state.items():
+    for k, v in read_state_dict(path, "model.weights file").items():
         nk = _remap_key(k)
         if nk is not None:
             mapped[nk] = v
-    own = model.state_dict()
-    unexpected = sorted(set(mapped) - set(own))
-    missing = sorted(k for k in set(own) - set(mapped) if not k.startswith("seg."))
-    if any(k.startswith("seg.") for k in mapped):
-        missing += sorted(k for k in own if k.startswith("seg.") and k not in mapped)
-    shape_bad = [f"{k}: file {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in sorted(set(mapped) & set(own)) if tuple(mapped[k].shape) != tuple(own[k].shape)]
-    if unexpected or missing or shape_bad:
-        raise ValueError(
-            f"DRN weights file {path} does not match {model.arch} (num_classes={model.num_classes}): "
-            f"{len(missing)} missing {missing[:8]}{'...' if len(missing) > 8 else ''}, {len(unexpected)} "
-            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}, shape mismatches {shape_bad[:8]}"
-        )
-    model.load_state_dict(mapped, strict=False)
+    fitted = fit_state_dict(model.state_dict(), mapped, what=f"model.weights file {path}",
+                            kind=f"{model.arch} (num_classes={model.num_classes})", optional=("seg.",))
+    model.load_state_dict(fitted, strict=False)
 
 
 def drn_d_22(num_classes: int, **kwargs: object) -> DRNSeg:
-    """DRN-D-22 segmentation model (kwargs: taps, weights, width)."""
+    """DRN-D-22 segmentation model (kwargs: taps, weights, width, encoder_weights)."""
     return DRNSeg("drn_d_22", num_classes, **kwargs)  # type: ignore[arg-type]
 
 
 def drn_d_38(num_classes: int, **kwargs: object) -> DRNSeg:
-    """DRN-D-38 segmentation model (kwargs: taps, weights, width)."""
+    """DRN-D-38 segmentation model (kwargs: taps, weights, width, encoder_weights)."""
     return DRNSeg("drn_d_38", num_classes, **kwargs)  # type: ignore[arg-type]
