@@ -49,6 +49,8 @@ class TrainConfig:
     amp: bool = True                  # bf16 (or fp16 + GradScaler) autocast on CUDA; fp32 on CPU
     amp_on_cpu: bool = False          # bf16 autocast on CPU too (slow; exercises the AMP path)
     channels_last: bool = True        # on CUDA only
+    fast_step: str = "auto"           # auto | graphs | compile | off: CUDA-graph captured / compiled training step
+                                      # (auto: graphs on CUDA in one process with bf16/fp32, off on CPU)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class VAEConfig:
     vae_steps: int = 1                # VAE steps per discriminator step (TA-VAAL 1, VAAL 2)
     disc_steps: int = 1
     rank_transform: str = "zscore"    # zscore | sigmoid | raw — how r enters VAE and D
+    fast_step: str = "auto"           # auto | graphs | compile | off: the VAE + discriminator iteration, as train.fast_step
 
 
 @dataclass

@@ -13,7 +13,8 @@ from .config import LABEL_MODES, BaseConfig, ConfigError, build_config, require
 from .export import check_export_options
 from .ranker import RANK_LOSSES
 from .strategies import STRATEGIES
-from .training import OPTIMIZERS, SCHEDULES
+from .steps import FAST_STEP_MODES, OPTIMIZERS
+from .training import SCHEDULES
 from .vae import RANK_TRANSFORMS
 
 C = TypeVar("C", bound=BaseConfig)
@@ -48,6 +49,10 @@ def validate_core(cfg: BaseConfig) -> None:
             cfg.distributed.timeout_s)
     require(not cfg.distributed.sync_bn or cfg.device != "cpu", "distributed.sync_bn",
             "false with device cpu (SyncBatchNorm runs on CUDA only)", cfg.distributed.sync_bn)
+    for key, mode in (("train.fast_step", t.fast_step), ("vae.fast_step", v.fast_step)):
+        require(mode in FAST_STEP_MODES, key, ", ".join(FAST_STEP_MODES), mode)
+        require(not (mode == "graphs" and cfg.device == "cpu"), key,
+                "auto, compile or off with device cpu (CUDA graphs need a CUDA device)", mode)
     require(cfg.labels.mode in LABEL_MODES, "labels.mode", " or ".join(LABEL_MODES), cfg.labels.mode)
     try:
         check_export_options(cfg.export.formats, cfg.export.uri_prefix)

@@ -122,6 +122,9 @@ class SegmentationAdapter:
     def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
         return {}  # pixel-class balance would need every mask decoded; not tracked
 
+    def test_size(self) -> int:
+        return len(self.test_items)
+
     def test_batches(self, batch_size: int, device: torch.device,
                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = contiguous_part(len(self.test_items), shard)
