@@ -34,6 +34,11 @@ class ActiveConfig:
     select_after_last: bool = False   # also select after the last cycle (what to label next)
 
 
+def _fast_step_name(value: str | bool) -> str | bool:
+    """YAML reads a bare ``off`` as false: that is the mode ``off``."""
+    return "off" if value is False else value
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 200
@@ -49,8 +54,11 @@ class TrainConfig:
     amp: bool = True                  # bf16 (or fp16 + GradScaler) autocast on CUDA; fp32 on CPU
     amp_on_cpu: bool = False          # bf16 autocast on CPU too (slow; exercises the AMP path)
     channels_last: bool = True        # on CUDA only
-    fast_step: str = "auto"           # auto | graphs | compile | off: CUDA-graph captured / compiled training step
+    fast_step: str | bool = "auto"    # auto | graphs | compile | off: CUDA-graph captured / compiled training step
                                       # (auto: graphs on CUDA in one process with bf16/fp32, off on CPU)
+
+    def __post_init__(self) -> None:
+        self.fast_step = _fast_step_name(self.fast_step)
 
 
 @dataclass
@@ -76,7 +84,10 @@ class VAEConfig:
     vae_steps: int = 1                # VAE steps per discriminator step (TA-VAAL 1, VAAL 2)
     disc_steps: int = 1
     rank_transform: str = "zscore"    # zscore | sigmoid | raw — how r enters VAE and D
-    fast_step: str = "auto"           # auto | graphs | compile | off: the VAE + discriminator iteration, as train.fast_step
+    fast_step: str | bool = "auto"    # auto | graphs | compile | off: the VAE + discriminator iteration, as train.fast_step
+
+    def __post_init__(self) -> None:
+        self.fast_step = _fast_step_name(self.fast_step)
 
 
 @dataclass

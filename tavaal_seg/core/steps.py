@@ -132,73 +132,96 @@ def reset_compiled() -> None:
     torch._dynamo.reset()
 
 
+class CudaGraphs:
+    """The ``torch.cuda`` calls a capturing :class:`StepRunner` makes, in one place (tests run the
+    runner's logic on the CPU through a stand-in). The graphs of one runner share a memory pool."""
+
+    def __init__(self) -> None:
+        self.pool: Any = None
+
+    def warmup(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` eagerly on a side stream, ordered after and before the current stream's work."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+
+    def capture(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Record ``fn``'s kernels (without running them); returns what replays them."""
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            fn()
+        return graph.replay
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize()
+
+
 class StepRunner:
     """Calls ``step(*inputs, variant=...)`` eagerly, or (``capture``) through one CUDA graph per
     (variant, input shapes and dtypes). A step must keep all its state in tensors: a replay
-    repeats the kernels of the capture, not its Python side effects."""
+    repeats the kernels of the capture, not its Python side effects. ``fallback``: a capture
+    that fails (a step that reads a value back to the host) turns capture off with a warning
+    instead of failing the run."""
 
     def __init__(self, step: Callable[..., None], capture: bool, fallback: bool = False,
-                 warmup: int = WARMUP_CALLS, name: str = "step") -> None:
+                 warmup: int = WARMUP_CALLS, name: str = "step", graphs: CudaGraphs | None = None) -> None:
         self.step, self.capture, self.fallback, self.warmup, self.name = step, capture, fallback, warmup, name
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor]]] = {}
+        self.graphs = graphs if graphs is not None else (CudaGraphs() if capture else None)
+        self.replays: dict[tuple, tuple[Callable[[], None], list[torch.Tensor]]] = {}
         self.calls: Counter[tuple] = Counter()
-        self._pool: Any = None
 
     def __call__(self, *inputs: torch.Tensor, variant: Any = None) -> None:
         if not self.capture:
             self.step(*inputs, variant=variant)
             return
         key = (variant, *[(tuple(t.shape), t.dtype) for t in inputs])
-        entry = self.graphs.get(key)
+        entry = self.replays.get(key)
         if entry is None:
             self.calls[key] += 1
             if self.calls[key] <= self.warmup:
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    self.step(*inputs, variant=variant)
-                torch.cuda.current_stream().wait_stream(side)
+                self.graphs.warmup(lambda: self.step(*inputs, variant=variant))
                 return
             entry = self._capture(key, inputs, variant)
             if entry is None:  # capture failed and fell back: this call runs eagerly
                 self.step(*inputs, variant=variant)
                 return
-        graph, static = entry
+        replay, static = entry
         for dst, src in zip(static, inputs):
             dst.copy_(src, non_blocking=True)
-        graph.replay()
+        replay()
 
     def _capture(self, key: tuple, inputs: tuple[torch.Tensor, ...],
-                 variant: Any) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor]] | None:
+                 variant: Any) -> tuple[Callable[[], None], list[torch.Tensor]] | None:
         static = [t.clone() for t in inputs]
-        graph = torch.cuda.CUDAGraph()
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
         try:
-            with torch.cuda.graph(graph, pool=self._pool):
-                self.step(*static, variant=variant)
+            replay = self.graphs.capture(lambda: self.step(*static, variant=variant))
         except RuntimeError as err:
             if not self.fallback:
                 raise RuntimeError(f"{self.name}: CUDA-graph capture failed ({err}); a step that reads values back "
-                                   "to the host (.item(), nonzero, data-dependent shapes) cannot be captured: set "
-                                   "fast_step=off or compile") from err
+                                   f"to the host (.item(), nonzero, data-dependent shapes) cannot be captured: set "
+                                   f"{self.name}=off or compile") from err
             LOG.warning("%s: CUDA-graph capture failed (%s); continuing with eager steps", self.name, err)
-            torch.cuda.synchronize()
+            self.graphs.synchronize()
             self.capture = False
             return None
-        self.graphs[key] = (graph, static)
-        return graph, static
+        self.replays[key] = (replay, static)
+        return replay, static
 
     @property
     def captured(self) -> int:
-        return len(self.graphs)
+        return len(self.replays)
 
     def close(self, optimizers: Iterable[torch.optim.Optimizer] = ()) -> None:
         """Drop the graphs and the gradients that live in their pool."""
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        self.graphs.clear()
-        self._pool = None
+        self.replays.clear()
+        if self.graphs is not None:
+            self.graphs.pool = None
 
 
 @contextlib.contextmanager
