@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .layout import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, StudyError, parse_list
 from .plots import plot_study
-from .runner import TASKS, StudyRunner, plan_gpus, prepare_study
+from .runner import TASKS, StudyRunner, plan_gpus, prepare_study, write_study_record
 from .summary import write_summary
 
 
@@ -94,10 +94,11 @@ def run_study_main(argv: Sequence[str] | None = None) -> int:
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     try:
-        _, plan = prepare_study(args, extra_args)
+        record, plan = prepare_study(args, extra_args)
         if args.gpu_memory_per_run is not None and args.gpu_memory_per_run < 1:
             raise StudyError("--gpu-memory-per-run must be a positive number of MiB")
         gpus = plan_gpus(args.config, extra_args, plan, args.jobs, args.gpus, args.gpu_memory_per_run, env)
+        write_study_record(args.out, record)
         runner = StudyRunner(args.out, plan, args.jobs, env, gpus=gpus)
     except StudyError as err:
         _print_err(str(err))

@@ -237,8 +237,14 @@ class StudyRunner:
                 raise
 
 
+def write_study_record(study_dir: Path, record: dict[str, Any]) -> None:
+    Path(study_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(study_dir) / "study.json", json.dumps(record, indent=1) + "\n")
+
+
 def prepare_study(args: argparse.Namespace, extra_args: list[str]) -> tuple[dict[str, Any], list[PlannedRun]]:
-    """Check the arguments, write (or check) study.json, and plan every run."""
+    """Check the arguments and study.json, and plan every run; the record to write to study.json
+    (:func:`write_study_record`) once the runs are about to start."""
     missing = [flag for flag, value in (("--config", args.config), ("--strategies", args.strategies),
                                         ("--seeds", args.seeds)) if value is None]
     if missing:
@@ -273,8 +279,6 @@ def prepare_study(args: argparse.Namespace, extra_args: list[str]) -> tuple[dict
             print("run_study.py: --force: the study changed (old -> new):\n" + "\n".join(diff), file=sys.stderr)
         # running some of the seeds again (to finish one, say) must not drop the others from the study
         record["seeds"] = list(old.get("seeds", [])) + [k for k in seeds if k not in old.get("seeds", [])]
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(study_json, json.dumps(record, indent=1) + "\n")
     plan = []
     for strategy in strategies:
         for seed in seeds:
