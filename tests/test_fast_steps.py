@@ -186,7 +186,25 @@ def _fused_eager(monkeypatch):
                         real(cls, params, lr, True, device, **hyper))
 
 
-def _tiny_training(mode: str, monkeypatch, fused_eager: bool = False, **overrides):
+class TwoTaps(torch.nn.Module):
+    """A task model small enough to compile in seconds on two CPU cores (a ResNet-18's forward and
+    backward take minutes there, whatever its width)."""
+
+    tap_channels = (4, 8)
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        block = lambda i, o: torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, 2, 1), torch.nn.BatchNorm2d(o),  # noqa: E731
+                                                 torch.nn.ReLU())
+        self.a, self.b, self.fc = block(3, 4), block(4, 8), torch.nn.Linear(8, classes)
+
+    def forward(self, x):
+        f1 = self.a(x)
+        f2 = self.b(f1)
+        return self.fc(f2.mean((2, 3))), [f1, f2]
+
+
+def _tiny_training(mode: str, monkeypatch, fused_eager: bool = False, small_model: bool = False, **overrides):
     """One task-model training on the tiny synthetic set in ``mode``; graphs runs through the
     stand-in (resolve_fast_step is told the device can capture)."""
     sets = {"train.epochs": 10, "train.batch_size": 8, "ranker.detach_fraction": 0.5,
@@ -200,7 +218,7 @@ def _tiny_training(mode: str, monkeypatch, fused_eager: bool = False, **override
     if fused_eager:
         _fused_eager(monkeypatch)
     torch.manual_seed(0)
-    model = adapter.build_model()
+    model = TwoTaps() if small_model else adapter.build_model()
     ranker = LossRanker(list(model.tap_channels), 16)
     labeled = np.arange(0, 20)  # batches of 8, 8 and a partial 4
     epochs = []
@@ -250,16 +268,16 @@ def test_eager_epoch_losses_are_the_host_sums_of_the_step_losses(monkeypatch):
         assert task == sum(s[0] for s in steps) / 3 and rank == sum(s[1] for s in steps) / 3
 
 
-def _tiny_game(mode: str, monkeypatch, fused_eager: bool = False):
+def _tiny_game(mode: str, monkeypatch, fused_eager: bool = False, size: int = 32):
     cfg = tiny_config(**{"vae.fast_step": "auto" if mode == "graphs" else mode, "vae.iterations": 9,
-                         "vae.batch_size": 6, "logging.log_every": 4})
+                         "vae.batch_size": 6, "logging.log_every": 4, "vae.size": f"[{size}, {size}]"})
     if mode == "graphs":
         monkeypatch.setattr(training, "resolve_fast_step", lambda *a, **k: "graphs")
         monkeypatch.setattr(steps_module, "CudaGraphs", StandInGraphs)
     if fused_eager:
         _fused_eager(monkeypatch)
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    images = torch.randint(0, 256, (30, 3, size, size), dtype=torch.uint8, generator=gen)
     r = torch.randn(30, generator=gen)
     torch.manual_seed(5)  # the reparameterisation noise
     logged = []
@@ -290,13 +308,17 @@ def test_captured_vae_game_equals_the_eager_one(monkeypatch):
 @pytest.mark.slow
 def test_compiled_training_and_vae_game_equal_the_eager_ones(monkeypatch, caplog):
     caplog.set_level(logging.WARNING)
-    eager, eager_model, _, eager_epochs = _tiny_training("off", monkeypatch, **{"train.epochs": 4})
-    fast, fast_model, _, fast_epochs = _tiny_training("compile", monkeypatch, **{"train.epochs": 4})
+    sets = {"train.epochs": 4, "train.batch_size": 10}  # 20 images: one batch shape, two variants (detach)
+    eager, eager_model, _, eager_epochs = _tiny_training("off", monkeypatch, True, True, **sets)
+    fast, fast_model, _, fast_epochs = _tiny_training("compile", monkeypatch, False, True, **sets)
     assert fast.images == eager.images
-    np.testing.assert_allclose(np.array(fast_epochs)[:, 1:], np.array(eager_epochs)[:, 1:], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(np.array(fast_epochs)[:, 1:], np.array(eager_epochs)[:, 1:], rtol=1e-4, atol=1e-6)
     for a, b in zip(fast_model.state_dict().values(), eager_model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
-    eager_game, eager_log = _tiny_game("off", monkeypatch)
-    fast_game, fast_log = _tiny_game("compile", monkeypatch)
-    np.testing.assert_allclose(np.array(fast_log)[:, 1:], np.array(eager_log)[:, 1:], rtol=1e-3)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # compiled code draws the VAE's reparameterisation noise from Inductor's own generator: the game
+    # matches in distribution, not draw for draw
+    eager_game, eager_log = _tiny_game("off", monkeypatch, fused_eager=True, size=16)
+    fast_game, fast_log = _tiny_game("compile", monkeypatch, size=16)
+    assert [it for it, _, _ in fast_log] == [it for it, _, _ in eager_log] and fast_game.iterations == 9
+    np.testing.assert_allclose(np.array(fast_log)[:, 1:], np.array(eager_log)[:, 1:], rtol=5e-2)
     assert "recompile" not in caplog.text.lower()
