@@ -322,3 +322,45 @@ def test_compiled_training_and_vae_game_equal_the_eager_ones(monkeypatch, caplog
     assert [it for it, _, _ in fast_log] == [it for it, _, _ in eager_log] and fast_game.iterations == 9
     np.testing.assert_allclose(np.array(fast_log)[:, 1:], np.array(eager_log)[:, 1:], rtol=5e-2)
     assert "recompile" not in caplog.text.lower()
+
+
+# ---------------------------------------------------------------- resume with captured steps
+
+
+def test_a_run_with_captured_steps_resumes_exactly(tmp_path, monkeypatch):
+    """al_cls.py with both steps captured (through the stand-in), killed in cycle 2's training and
+    resumed, ends as the uninterrupted run does."""
+    from helpers import run_outcome, tiny_run_args, write_image_folder
+
+    from tavaal_cls.cli import main
+    from tavaal_seg.core import loop as loop_module
+
+    root = write_image_folder(tmp_path / "data")
+    captures = []
+
+    class Counted(StandInGraphs):
+        def capture(self, fn):
+            captures.append(fn)
+            return super().capture(fn)
+
+    monkeypatch.setattr(training, "resolve_fast_step", lambda *a, **k: "graphs")
+    monkeypatch.setattr(steps_module, "CudaGraphs", Counted)
+    args = lambda run, *extra: tiny_run_args(root, run, "--set", "logging.tensorboard=false",  # noqa: E731
+                                             "--epochs", "10", *extra)
+    assert main(args(tmp_path / "straight")) == 0
+    # per cycle: (full, partial batch) x (ranker attached, detached) training graphs; one VAE graph
+    # after each of the two selections
+    assert len(captures) == 3 * 4 + 2
+    real, calls = loop_module.train_task_model, {"n": 0}
+
+    def dies_in_cycle_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop_module, "train_task_model", dies_in_cycle_two)
+    assert main(args(tmp_path / "resumed")) == 130
+    monkeypatch.setattr(loop_module, "train_task_model", real)
+    assert main(args(tmp_path / "resumed", "--resume")) == 0
+    assert run_outcome(tmp_path / "resumed") == run_outcome(tmp_path / "straight")
