@@ -75,3 +75,16 @@ def run_outcome(run: Path) -> dict:
     return {"selections": state["selections"], "metrics": [c["metrics"] for c in state["cycles"]],
             "exports": {p.name: p.read_text() for p in sorted((run / "selections").iterdir())}}
 
+
+
+def interrupted_on_call(fn, n: int = 2):
+    """``fn`` that raises KeyboardInterrupt (what Ctrl-C does mid-phase) on its ``n``-th call."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return fn(*args, **kwargs)
+
+    return wrapper

@@ -330,7 +330,7 @@ def test_compiled_training_and_vae_game_equal_the_eager_ones(monkeypatch, caplog
 def test_a_run_with_captured_steps_resumes_exactly(tmp_path, monkeypatch):
     """al_cls.py with both steps captured (through the stand-in), killed in cycle 2's training and
     resumed, ends as the uninterrupted run does."""
-    from helpers import run_outcome, tiny_run_args, write_image_folder
+    from helpers import interrupted_on_call, run_outcome, tiny_run_args, write_image_folder
 
     from tavaal_cls.cli import main
     from tavaal_seg.core import loop as loop_module
@@ -351,15 +351,8 @@ def test_a_run_with_captured_steps_resumes_exactly(tmp_path, monkeypatch):
     # per cycle: (full, partial batch) x (ranker attached, detached) training graphs; one VAE graph
     # after each of the two selections
     assert len(captures) == 3 * 4 + 2
-    real, calls = loop_module.train_task_model, {"n": 0}
-
-    def dies_in_cycle_two(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop_module, "train_task_model", dies_in_cycle_two)
+    real = loop_module.train_task_model
+    monkeypatch.setattr(loop_module, "train_task_model", interrupted_on_call(real))  # in cycle 2's training
     assert main(args(tmp_path / "resumed")) == 130
     monkeypatch.setattr(loop_module, "train_task_model", real)
     assert main(args(tmp_path / "resumed", "--resume")) == 0

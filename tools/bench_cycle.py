@@ -211,8 +211,9 @@ def main() -> None:
     world = f"{dist.world_size} processes x {torch.get_num_threads()} threads" if dist.enabled \
         else f"1 process x {torch.get_num_threads()} threads"
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    print(f"# {args.config} on {gpu or device.type}, {platform.processor() or platform.machine()}, {world}, "
-          f"torch {torch.__version__}")
+    precision = next(iter(results.values()))["notes"]["precision"]
+    print(f"# {args.config} on {gpu or device.type} ({precision}), {platform.processor() or platform.machine()}, "
+          f"{world}, torch {torch.__version__}")
     print(f"# pool {len(pool)} images loaded in {load_s:.1f}s; labeled {len(labeled)}, subset {len(subset)}")
     for name, res in results.items():
         if len(results) > 1:
