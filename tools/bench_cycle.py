@@ -60,12 +60,13 @@ def _classification():
 
 
 def _segmentation():
-    from tavaal_seg.segmentation import SegConfig, SegmentationAdapter
+    from tavaal_seg.segmentation import SegConfig
+    from tavaal_seg.segmentation.cli import make_adapter  # writes data.synthetic_* scenes first, as al_seg.py does
 
-    return SegConfig, SegmentationAdapter
+    return SegConfig, make_adapter
 
 
-# task -> (config class, adapter class), imported only when asked for
+# task -> (config class, adapter factory), imported only when asked for
 TASKS = types.MappingProxyType({"cls": _classification, "seg": _segmentation})
 # train: task + ranker training; infer: plain inference; score: the tavaal r pass and VAE mu + D
 # scoring; vae: VAE + discriminator training (score without vae scores with an untrained VAE:

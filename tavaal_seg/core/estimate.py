@@ -142,18 +142,23 @@ def measure(cfg: BaseConfig, adapter: TaskAdapter, strategy: Strategy, device: t
     ranker = LossRanker(list(model.tap_channels), cfg.ranker.hidden).to(device) if strategy.trains_ranker else None
     training = task_training(model, ranker, adapter, cfg, precision, device, steps_per_epoch=1)
     first = _first_calls(training.mode)
-    labeled = np.sort(order[: min(pool_size, t.batch_size * (first + TIMED_CALLS[1]))])
-    batches: Iterator = adapter.train_batches(shuffled_batches(labeled, t.batch_size, gen), gen, device)
+    # whole batches only: a partial one would be a second step shape, warming up inside the timing
+    batch = min(t.batch_size, pool_size)
+    labeled = np.sort(order[: min(pool_size, batch * 8) // batch * batch])
+
+    def epochs() -> Iterator:  # as many epochs over the warm-up images as the timing asks for
+        while True:
+            yield from adapter.train_batches(shuffled_batches(labeled, t.batch_size, gen), gen, device)
+
+    batches = epochs()
     model.train()
     if ranker is not None:
         ranker.train()
 
     def train_call() -> bool:
-        batch = next(batches, None)
-        if batch is None:
-            return False
+        x, y = next(batches)
         training.learning_rates.set(0)
-        training.runner(*batch, variant=False)
+        training.runner(x, y, variant=False)
         return True
 
     train_first_s, train_step_s, _ = time_calls(train_call, first, device)
@@ -167,7 +172,7 @@ def measure(cfg: BaseConfig, adapter: TaskAdapter, strategy: Strategy, device: t
     model_pass(model, ranker, adapter, scored, want, cfg, precision, device)
     _sync(device)
     rates = Rates(device=device.type, precision=precision.name, train_mode=training.mode, vae_mode="-",
-                  train_batch=t.batch_size, train_step_s=train_step_s, train_first_s=train_first_s,
+                  train_batch=batch, train_step_s=train_step_s, train_first_s=train_first_s,
                   infer_image_s=(time.perf_counter() - t0) / max(1, len(scored)))
     del model, ranker, training
     if strategy.trains_vae:
