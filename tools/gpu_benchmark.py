@@ -19,6 +19,7 @@ What ``run`` does, in this order, each step bounded by what is left of ``--budge
   paper     a real TA-VAAL run of the paper's CIFAR-10 protocol (configs/cifar10.yaml), 3 cycles,
             extrapolated per cycle to the 10-cycle trial
   pack      N = 1, 2, 4, 6, 8 bench processes side by side on the GPU, started together: aggregate img/s
+  study     run_study.py --jobs 6 --device cuda on short runs: the packing itself (memory check, GPU per run)
   compile   bench with train/vae.fast_step compile (torch.compile, reduce-overhead), first calls included
   seg       DeepLabV3+ R50 training steps, eager against graphs: CamVid 352x480 and synthetic 512x1024 crops
 
@@ -305,6 +306,26 @@ def step_pack(b: Bench) -> dict:
     return out
 
 
+def step_study(b: Bench) -> dict:
+    """run_study.py --jobs 6 on the GPU: the packing itself (nvidia-smi, the --dry-run memory warm-up,
+    a GPU per run), on short runs."""
+    out_dir = Path("/tmp/gpu_bench_runs/study")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    protocol = ["--cycles", "2", "--initial", "40", "--budget", "20", "--subset", "60", "--epochs", "1",
+                *TINY_SETS] if b.args.tiny else \
+        ["--cycles", "2", "--epochs", "5", "--set", "data.train_per_class=500", "--set", "data.test_per_class=100",
+         "--set", "vae.iterations=200"]
+    jobs = "2" if b.args.tiny else "6"
+    b.sh("study", [b.py, "tools/run_study.py", "--config", "configs/cifar10.yaml", "--strategies", "random,tavaal",
+                   "--seeds", "0,1,2", "--jobs", jobs, "--out", str(out_dir), "--", "--data-root", b.args.cifar,
+                   "--device", b.args.device, "--set", "logging.tensorboard=false", *protocol],
+         timeout=min(b.left, 150))
+    log = (b.logs / "study.log").read_text()
+    placed = [line.split(": ", 1)[1] for line in log.splitlines() if " at a time on " in line or ": fresh on " in line]
+    runs = list(csv.DictReader((out_dir / "runs.csv").open())) if (out_dir / "runs.csv").is_file() else []
+    return {"placement": placed, "runs": [{k: r[k] for k in ("strategy", "seed", "status", "wall_s")} for r in runs]}
+
+
 def step_seg(b: Bench) -> dict:
     out = {}
     camvid = "/tmp/camvid"
@@ -334,7 +355,7 @@ def step_seg(b: Bench) -> dict:
 # in the order they run: what the issue's targets need first
 STEPS: dict[str, Callable[[Bench], dict]] = {
     "setup": step_setup, "bench": step_bench, "estimate": step_estimate, "paper": step_paper, "pack": step_pack,
-    "compile": step_compile, "seg": step_seg,
+    "study": step_study, "compile": step_compile, "seg": step_seg,
 }
 
 
