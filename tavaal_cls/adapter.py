@@ -11,6 +11,7 @@ from torch import nn
 
 from tavaal_seg.core.adapter import Pool, Prediction, batch_slices, contiguous_part
 from tavaal_seg.core.errors import DataError
+from tavaal_seg.core.steps import to_device_once
 from tavaal_seg.core.tasks import Accuracy, per_sample_cross_entropy, predictive_entropy
 
 from .config import ClsConfig
@@ -18,16 +19,28 @@ from .data import ClassificationData, DataRequest, ImageSet, decode_images, load
 from .models import build_cls_model, fetch_pretrained
 
 
-def random_crop_flip(x: torch.Tensor, crop: int, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Batched random crop (after zero padding) + horizontal flip on uint8 B×3×H×W, on x's
-    device, with offsets drawn from a CPU generator so results do not depend on the device."""
-    b, _, h, w = x.shape
+def crop_flip_draws(sizes: Sequence[int], height: int, width: int, crop: int, pad: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """The random crop offsets and flips of consecutive batches of ``sizes`` images, drawn on the
+    host from ``generator`` batch by batch (row offset, column offset, flip for each batch in
+    turn, so an epoch drawn at once equals one drawn batch by batch): int64, 3 × sum(sizes)."""
+    h, w = height + 2 * pad, width + 2 * pad
+    parts = []
+    for b in sizes:
+        oy = torch.randint(0, h - crop + 1, (b,), generator=generator)
+        ox = torch.randint(0, w - crop + 1, (b,), generator=generator)
+        flip = (torch.rand(b, generator=generator) < 0.5).long()
+        parts.append(torch.stack([oy, ox, flip]))
+    return torch.cat(parts, dim=1) if parts else torch.empty(3, 0, dtype=torch.long)
+
+
+def crop_flip(x: torch.Tensor, draws: torch.Tensor, crop: int, pad: int) -> torch.Tensor:
+    """Batched crop (after zero padding) + horizontal flip of uint8 B×3×H×W by ``draws`` (3 × B,
+    on x's device, from :func:`crop_flip_draws`): gathers on the device, nothing read back."""
+    b = x.shape[0]
     if pad:
         x = F.pad(x, (pad, pad, pad, pad))
-        h, w = h + 2 * pad, w + 2 * pad
-    oy = torch.randint(0, h - crop + 1, (b,), generator=generator).to(x.device)
-    ox = torch.randint(0, w - crop + 1, (b,), generator=generator).to(x.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    oy, ox, flip = draws[0], draws[1], draws[2].bool()
     ar = torch.arange(crop, device=x.device)
     rows = (oy[:, None] + ar)[:, :, None]                    # B×crop×1
     cols = ox[:, None] + ar
@@ -100,11 +113,19 @@ class ClassificationAdapter:
 
     def train_batches(self, batches: Sequence[np.ndarray], generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's indices and augmentation draws go to the device in one copy; each batch is
+        then gathered, cropped, flipped and normalised there without a read-back."""
         images, labels, _ = self._tensors(device)
-        for batch in batches:
-            idx = torch.as_tensor(batch, device=device)
-            x = random_crop_flip(images[idx], self.data.crop, self.data.pad, generator)
-            yield self._normalize(x), labels[idx]
+        sizes = [len(b) for b in batches]
+        draws = crop_flip_draws(sizes, images.shape[-2], images.shape[-1], self.data.crop, self.data.pad, generator)
+        order = torch.as_tensor(np.concatenate(batches) if sizes else np.zeros(0, dtype=np.int64), dtype=torch.long)
+        plan = to_device_once(torch.cat([order[None], draws]), device)
+        start = 0
+        for size in sizes:
+            part = plan[:, start:start + size]
+            start += size
+            x = crop_flip(images[part[0]], part[1:], self.data.crop, self.data.pad)
+            yield self._normalize(x), labels[part[0]]
 
     def pool_batches(self, indices: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
         images, _, _ = self._tensors(device)
@@ -125,6 +146,9 @@ class ClassificationAdapter:
         counts = np.bincount(labels[labels >= 0], minlength=self.num_classes).astype(np.float64)
         p = counts[counts > 0] / max(counts.sum(), 1.0)
         return {"labeled_class_entropy": float(-(p * np.log(p)).sum())}
+
+    def test_size(self) -> int:
+        return len(self.data.test)
 
     def test_batches(self, batch_size: int, device: torch.device,
                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -113,3 +113,16 @@ def write_own_data(root: Path, n_train: int = 12, n_labeled: int = 8, n_val: int
     rows = "".join(f"{source},{train}\n" for source, train in OWN_LABEL_MAP.items())
     (root / "label_map.csv").write_text("source_id,train_id\n" + rows)
     return root
+
+
+def interrupted_on_call(fn, n: int = 2):
+    """``fn`` that raises KeyboardInterrupt (what Ctrl-C does mid-phase) on its ``n``-th call."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return fn(*args, **kwargs)
+
+    return wrapper

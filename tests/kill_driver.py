@@ -38,7 +38,7 @@ def dies_on_call(fn, n, only=lambda *a, **k: True):
 
 # where to die -> (module, attribute, which calls count)
 POINTS = {
-    "train": (tavaal_cls.adapter, "random_crop_flip", None),        # one call per training batch
+    "train": (tavaal_cls.adapter, "crop_flip", None),               # one call per training batch
     "vae": (tavaal_seg.core.training, "vae_loss", None),            # two calls per VAE step
     "export": (tavaal_seg.core.loop, "export_selection", None),     # selection made, not yet exported/recorded
     "state_write": (tavaal_seg.core.runtime.os, "replace",          # temp state written, not yet renamed

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import interrupted_on_call
 from tavaal_cls.cli import main
 from tavaal_seg.core import loop as loop_module
 from tavaal_seg.core import strategies as strategies_module
@@ -59,15 +60,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(cifar10_jpg_root, tm
     interrupted = tmp_path / "interrupted"
     target, attr = (strategies_module, "train_vae") if where == "vae" else (loop_module, "train_task_model")
     real = getattr(target, attr)
-    calls = {"n": 0}
-
-    def dies_on_second_call(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # what Ctrl-C does mid-phase
-        return real(*a, **k)
-
-    monkeypatch.setattr(target, attr, dies_on_second_call)
+    monkeypatch.setattr(target, attr, interrupted_on_call(real))
     assert main(_args(cifar10_jpg_root, interrupted, "tavaal", *extra)) == 130
     monkeypatch.setattr(target, attr, real)
     assert main(_args(cifar10_jpg_root, interrupted, "tavaal", *extra)) == 2  # no --resume: refused

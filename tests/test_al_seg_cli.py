@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import interrupted_on_call
 from tavaal_seg.segmentation.cli import main
 from tavaal_seg.segmentation.data import write_street_scenes
 
@@ -105,15 +106,7 @@ def test_segmentation_resume_after_interruption_equals_uninterrupted_run(tmp_pat
 
     assert main(argv(tmp_path / "straight")) == 0
     real = strategies_module.train_vae
-    calls = {"n": 0}
-
-    def dies_on_second_call(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(strategies_module, "train_vae", dies_on_second_call)
+    monkeypatch.setattr(strategies_module, "train_vae", interrupted_on_call(real))
     assert main(argv(tmp_path / "resumed")) == 130
     monkeypatch.setattr(strategies_module, "train_vae", real)
     assert main(argv(tmp_path / "resumed", "--resume")) == 0

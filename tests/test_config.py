@@ -110,3 +110,19 @@ def test_config_by_name_or_path_from_any_folder(tmp_path, monkeypatch):
     assert {"demo", "cifar10", "cityscapes", "camvid"} <= set(shipped_configs())
     with pytest.raises(ConfigError, match=r"--config nope: no such file, and not the name of a shipped config"):
         find_config("nope")
+
+
+def test_fast_step_keys_take_their_modes_and_yamls_bare_off(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  fast_step: off\nvae:\n  fast_step: compile\n")  # YAML reads a bare off as false
+    cfg = load_config(ClsConfig, path)
+    assert (cfg.train.fast_step, cfg.vae.fast_step) == ("off", "compile")
+    assert load_config(ClsConfig, None).train.fast_step == "auto"
+    assert load_config(ClsConfig, None, ["device=cuda", "vae.fast_step=graphs"]).vae.fast_step == "graphs"
+    with pytest.raises(ConfigError, match="train.fast_step: expected one of auto, compile, graphs, off, got 'fast'"):
+        load_config(ClsConfig, None, ["train.fast_step=fast"])
+    with pytest.raises(ConfigError, match="vae.fast_step: expected one of auto, compile, graphs, off, got True"):
+        load_config(ClsConfig, None, ["vae.fast_step=on"])
+    with pytest.raises(ConfigError, match=r"train.fast_step: expected auto, compile or off with device cpu \(CUDA "
+                                          r"graphs need a CUDA device\), got 'graphs'"):
+        load_config(ClsConfig, None, ["device=cpu", "train.fast_step=graphs"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -228,8 +229,23 @@ FAKE_TOOL = textwrap.dedent('''\
     p.add_argument("--cycles", type=int, default=3)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--fail", action="append", default=[])
+    p.add_argument("--device")
+    p.add_argument("--dry-run")
+    p.add_argument("--peak", type=float, default=1000.0)  # the GPU memory its dry run reports
+    p.add_argument("--sleep", type=float, default=0.0)
     a = p.parse_args()
     run = Path(a.run_dir)
+    if a.dry_run:  # like the real tools: nothing in the run dir, the estimate on stdout
+        run.parents[2].mkdir(parents=True, exist_ok=True)
+        with open(run.parents[2] / "dry_runs.txt", "a") as f:
+            f.write(f"{a.strategy} {a.seed} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}\\n")
+        print(json.dumps({"peak_gpu_mib": a.peak, "estimated_s": 1.0}))
+        sys.exit(0)
+    import time
+    started = time.time()
+    time.sleep(a.sleep)
+    with open(run / "gpu.txt", "w") as f:
+        f.write(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {started} {time.time()}")
     with open(run / "calls.txt", "a") as f:
         f.write(("resume" if a.resume else "fresh") + " " + str(a.data_root) + "\\n")
     with open(run / "threads.txt", "w") as f:
@@ -381,3 +397,91 @@ def test_tools_help() -> None:
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "--aggregate-only" in outs[0][0] and "loss_vs_score" in outs[1][0]
+
+
+# ---------------------------------------------------------------------------- runs packed on GPUs
+
+FAKE_SMI = """#!/bin/sh
+echo "0, GPU-aaaa-0000, Fake GPU, 16000, 1000"
+echo "1, GPU-bbbb-1111, Fake GPU, 16000, 0"
+"""
+
+
+@pytest.fixture
+def two_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine whose nvidia-smi lists two 16,000 MiB GPUs, 1,000 MiB of the first in use."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(FAKE_SMI, encoding="utf-8")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '')}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def _grid_args(args: list[str], strategies: str, seeds: str) -> list[str]:
+    out = list(args)
+    out[out.index("--strategies") + 1], out[out.index("--seeds") + 1] = strategies, seeds
+    return out
+
+
+def _gpu_of_runs(out: Path) -> dict[tuple[str, int], tuple[str, float, float]]:
+    found = {}
+    for path in (out / "runs").glob("*/seed*/gpu.txt"):
+        gpu, start, end = path.read_text().split()
+        found[(path.parents[1].name, int(path.parent.name[4:]))] = (gpu, float(start), float(end))
+    return found
+
+
+def test_jobs_on_cuda_spread_runs_over_the_gpus_after_measuring_one(fake_study, two_gpus, capsys) -> None:
+    out, args = fake_study
+    argv = _grid_args(args, "random,tavaal", "0,1")
+    assert cli.run_study_main([*argv, "--jobs", "4", "--", "--device", "cuda", "--peak", "2000", "--sleep", "1"]) == 0
+    printed = capsys.readouterr().out
+    # one warm-up, of the run that needs the most (tavaal trains the VAE and the ranker), on the first GPU
+    assert (out / "dry_runs.txt").read_text().splitlines() == ["tavaal 0 GPU-aaaa-0000"]
+    assert "4 runs at a time on GPU 0 (Fake GPU), GPU 1 (Fake GPU): 3,324 MiB each" in printed
+    runs = _gpu_of_runs(out)
+    assert len(runs) == 4
+    per_gpu = {}
+    for gpu, _, _ in runs.values():
+        per_gpu[gpu] = per_gpu.get(gpu, 0) + 1
+    assert per_gpu == {"GPU-aaaa-0000": 2, "GPU-bbbb-1111": 2}  # least-loaded: two each
+    spans = [(start, end) for _, start, end in runs.values()]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four ran at once
+    assert "on GPU 1 (Fake GPU)" in printed
+
+
+def test_jobs_that_the_gpu_memory_cannot_hold_are_refused_with_the_numbers(fake_study, two_gpus, capsys) -> None:
+    out, args = fake_study
+    argv = _grid_args(args, "random,tavaal", "0,1,2,3")
+    code = cli.run_study_main([*argv, "--jobs", "8", "--gpus", "0", "--", "--device", "cuda", "--peak", "2000"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert ("--jobs 8 on 1 GPU: GPU 0 (Fake GPU) would hold 8 runs of 3,324 MiB each (measured: a --dry-run "
+            "warm-up peaked at 2,000 MiB") in err
+    assert "= 26,592 MiB, but it has 15,000 MiB free of 16,000 MiB; use --jobs 4 or fewer" in err
+    assert not list((out / "runs").glob("*/seed*/gpu.txt"))  # nothing started
+
+
+def test_gpu_memory_per_run_skips_the_warm_up_and_gpus_picks_the_gpus(fake_study, two_gpus, capsys) -> None:
+    out, args = fake_study
+    argv = _grid_args(args, "random", "0,1,2")
+    assert cli.run_study_main([*argv, "--jobs", "3", "--gpus", "GPU-bbbb", "--gpu-memory-per-run", "5000",
+                               "--", "--device", "cuda"]) == 0
+    assert not (out / "dry_runs.txt").exists()
+    assert {gpu for gpu, _, _ in _gpu_of_runs(out).values()} == {"GPU-bbbb-1111"}
+    assert "3 runs at a time on GPU 1 (Fake GPU): 5,000 MiB each (--gpu-memory-per-run)" in capsys.readouterr().out
+    other = [*argv[:argv.index("--out") + 1], str(out) + "_other", *argv[argv.index("--out") + 2:]]
+    assert cli.run_study_main([*other, "--jobs", "3", "--gpus", "7", "--", "--device", "cuda"]) == 2
+    assert "--gpus: no GPU '7'; nvidia-smi lists 0 (GPU-aaaa-0000), 1 (GPU-bbbb-1111)" in capsys.readouterr().err
+
+
+def test_cuda_runs_without_nvidia_smi_are_refused_and_cpu_runs_are_left_alone(fake_study, tmp_path, monkeypatch,
+                                                                             capsys) -> None:
+    out, args = fake_study
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    assert cli.run_study_main([*args, "--jobs", "2", "--", "--device", "cuda"]) == 2
+    assert "cannot list the GPUs with nvidia-smi" in capsys.readouterr().err
+    assert cli.run_study_main([*args, "--jobs", "2", "--", "--device", "cpu"]) == 0
+    assert {gpu for gpu, _, _ in _gpu_of_runs(out).values()} == {"-"}

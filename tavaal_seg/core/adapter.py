@@ -83,6 +83,9 @@ class TaskAdapter(Protocol):
                      device: torch.device) -> Iterator[torch.Tensor]:
         """Pool images in order with the test-time transform (no labels needed)."""
 
+    def test_size(self) -> int:
+        """The number of test images (what one evaluation reads)."""
+
     def test_batches(self, batch_size: int, device: torch.device,
                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Test images with targets; ``shard = (k, n)``: only the k-th of n contiguous parts."""

@@ -18,9 +18,10 @@ from .config import BaseConfig, ConfigError
 from .memory import InMemoryAdapter, VAEView
 from .ranker import RANK_LOSSES, LossRanker
 from .runtime import Precision, resolve_device
+from .steps import OPTIMIZERS
 from .strategies import SelectionContext, get_strategy
 from .tasks import IGNORE_NONE
-from .training import OPTIMIZERS, SCHEDULES, model_pass, true_losses
+from .training import SCHEDULES, model_pass, true_losses
 from .validation import load_config
 
 
@@ -134,7 +135,8 @@ def fit_ranker(model: nn.Module, adapter: InMemoryAdapter, labeled: np.ndarray, 
         raise ValueError("a loss ranker reads tapped feature maps; the model taps none (tap_layers(model, [...]))")
     ranker = LossRanker(channels, cfg.ranker.hidden).to(device)
     t = cfg.train
-    optimizer = OPTIMIZERS[t.optimizer](ranker.parameters(), t)
+    optimizer_cls, hyper = OPTIMIZERS[t.optimizer]
+    optimizer = optimizer_cls(ranker.parameters(), lr=t.lr, **hyper(t))
     steps_per_epoch = len(shuffled_batches(np.arange(len(labeled)), t.batch_size, generator))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[t.schedule](t, steps_per_epoch,
                                                                                   steps_per_epoch * t.epochs))

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,16 @@ from typing import Any
 from .config import DEVICES, BaseConfig, ConfigError, allowed_values, find_config, read_yaml, shipped_configs, walk_keys
 from .distributed import Distributed, init_distributed, relayed
 from .errors import BadInput, internal_error_message, user_message
+from .estimate import Estimate, measure, peak_gpu_mib, plan_run, vae_image_bytes
 from .labels import LabelsNeeded
 from .lock import RunDirLocked
-from .loop import ActiveLearningRun
-from .runtime import LOG, log_traceback, resolve_device, setup_logging
-from .strategies import STRATEGIES
+from .loop import ActiveLearningRun, check_budget, read_pool_ids
+from .runtime import LOG, Precision, log_traceback, resolve_device, setup_logging
+from .state import RunState
+from .strategies import STRATEGIES, get_strategy
 from .validation import load_config
 
+DRY_RUN_FORMATS = ("table", "json")
 # 1: an internal error (a bug, or a failure deep in torch), traceback in run.log; 3: human mode
 # waits for labels (not an error: label, then --resume); 75: sysexits' EX_TEMPFAIL
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_LABELS_NEEDED, EXIT_RUN_DIR_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 75, 130
@@ -116,6 +120,11 @@ def build_parser(prog: str, description: str, config_cls: type, default_config: 
                         help=f"experiment YAML: a path, or the name of a shipped config "
                              f"({', '.join(task_configs(config_cls))}; default: {default_config})")
     add_run_flags(parser, label_csv)
+    parser.add_argument("--dry-run", nargs="?", const="table", choices=DRY_RUN_FORMATS, metavar="FORMAT",
+                        help="print what the run will cost and write nothing: per cycle and in total the training "
+                             "steps, VAE iterations, images scored and evaluated, and an estimated time from a short "
+                             "warm-up of the real steps on the chosen device (FORMAT: table, the default, or json); "
+                             "with --resume, only the cycles still to do")
     return parser
 
 
@@ -142,6 +151,43 @@ def report(message: str, dist: Distributed, rank0_speaks: bool) -> None:
         print(f"[rank {dist.rank}] {message}", file=sys.stderr)
 
 
+def dry_run(args: argparse.Namespace, cfg: BaseConfig, prog: str, make_adapter: Callable[[Any, Path], Any]) -> int:
+    """``--dry-run``: the run's plan and a time estimate from a short warm-up; reads the run dir
+    (with ``--resume``) but writes nothing anywhere."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--dry-run estimates a single process; run it without torchrun")
+    run_dir = Path(cfg.run_dir)
+    cfg.logging.log_every = 0  # the warm-up's passes print no progress lines
+    device = resolve_device(cfg.device)
+    precision = Precision(device, cfg.train.amp, force_cpu_bf16=cfg.train.amp_on_cpu)
+    strategy = get_strategy(cfg.active.strategy)
+    start = time.perf_counter()
+    adapter = make_adapter(cfg, Path(cfg.data.root))
+    load_s = time.perf_counter() - start
+    pool = adapter.pool()
+    index_of = {image_id: i for i, image_id in enumerate(pool.ids)}
+    state_path = run_dir / "state.json"
+    resumed = bool(args.resume) and state_path.exists()
+    excluded = read_pool_ids(cfg.labels.exclude_list, "labels.exclude_list", pool, index_of, resumed)
+    initial = read_pool_ids(cfg.labels.initial_list, "labels.initial_list", pool, index_of, resumed)
+    check_budget(cfg, len(pool), len(excluded), len(initial), adapter.data_root)
+    state = RunState.load(state_path) if args.resume and state_path.exists() else None
+    if state_path.exists() and not args.resume:
+        LOG.warning("%s already holds a run: the real command needs --resume (or another --run-dir)", run_dir)
+    plans = plan_run(cfg, strategy, len(pool), adapter.test_size(), len(excluded), len(initial), state)
+    rates = measure(cfg, adapter, strategy, device, precision)
+    rates.load_s = load_s
+    est = Estimate(plans, rates, peak_gpu_mib(plans, rates, vae_image_bytes(cfg)))
+    if args.dry_run == "json":
+        print(est.to_json({"config": str(args.config), "strategy": strategy.name, "run_dir": str(run_dir),
+                           "pool": len(pool)}))
+    else:
+        print(est.to_table(f"{prog} --dry-run: {args.config}, strategy {strategy.name}, {cfg.active.cycles} cycles, "
+                           f"pool {len(pool):,} images, run dir {run_dir}" + (" (resuming)" if state else "")))
+        print(f"nothing was written{'' if run_dir.exists() else f'; {run_dir} was not created'}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls: type[BaseConfig],
          default_config: str, make_adapter: Callable[[Any, Path], Any], label_csv: bool = True) -> int:
     parser = build_parser(prog, description, config_cls, default_config, label_csv)
@@ -153,6 +199,8 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
         cfg = resolve(args, config_cls)
         if cfg.data.root is None:
             raise ConfigError("no data root: pass --data-root DIR, set data.root in the config or $TAVAAL_DATA_ROOT")
+        if args.dry_run:
+            return dry_run(args, cfg, prog, make_adapter)
         run_dir = Path(cfg.run_dir)
         # under torchrun: join the group; ranks other than 0 log warnings and errors only
         dist = init_distributed(resolve_device(cfg.device), cfg.distributed.timeout_s)

@@ -81,11 +81,16 @@ class ActiveConfig:
     diversity_candidates: int | None = option(None, "M of diversity's top-M candidates (null: 4 x budget)")
 
 
+def _fast_step_name(value: str | bool) -> str | bool:
+    """YAML reads a bare ``off`` as false: that is the mode ``off``."""
+    return "off" if value is False else value
+
+
 @dataclass
 class TrainConfig:
     epochs: int = option(200, "task-model epochs per cycle")
     batch_size: int = option(128, "global training batch (split over the processes under torchrun)")
-    optimizer: str = option("sgd", "task-model optimizer", choices="tavaal_seg.core.training:OPTIMIZERS")
+    optimizer: str = option("sgd", "task-model optimizer", choices="tavaal_seg.core.steps:OPTIMIZERS")
     lr: float = option(0.1, "learning rate")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "weight decay")
@@ -97,6 +102,12 @@ class TrainConfig:
     amp: bool = option(True, "mixed precision on CUDA: bf16 (or fp16 + GradScaler) autocast; fp32 on CPU")
     amp_on_cpu: bool = option(False, "bf16 autocast on CPU too (slow; exercises the AMP path)")
     channels_last: bool = option(True, "channels-last memory format (CUDA only)")
+    fast_step: str | bool = option(
+        "auto", "the training step captured as a CUDA graph (graphs) or compiled (compile); auto: graphs on "
+        "CUDA in one process with bf16/fp32, off on CPU", choices="tavaal_seg.core.steps:FAST_STEP_MODES")
+
+    def __post_init__(self) -> None:
+        self.fast_step = _fast_step_name(self.fast_step)
 
 
 @dataclass
@@ -124,6 +135,11 @@ class VAEConfig:
     disc_steps: int = option(1, "discriminator steps per iteration")
     rank_transform: str = option("zscore", "how the ranker's r enters the VAE and the discriminator",
                                  choices="tavaal_seg.core.vae:RANK_TRANSFORMS")
+    fast_step: str | bool = option("auto", "the VAE + discriminator iteration, as train.fast_step",
+                                   choices="tavaal_seg.core.steps:FAST_STEP_MODES")
+
+    def __post_init__(self) -> None:
+        self.fast_step = _fast_step_name(self.fast_step)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapter import TaskAdapter
+from .adapter import Pool, TaskAdapter
 from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
 from .distributed import Distributed
 from .diversity import check_group_capacity, constrain, group_labels, ranked_count
@@ -46,8 +46,10 @@ from .weights import load_run_checkpoint
 
 # Keys that may change between a run and its resume without changing what it computes.
 # The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
+# The fast_step modes, like the device, change how a step executes (floating-point rounding on a
+# GPU), not what it computes: the same batches, augmentation, schedule and iterations.
 RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_last", "logging", "eval.batch_size",
-                    "export", "labels.exclude_list", "distributed.timeout_s")
+                    "export", "labels.exclude_list", "distributed.timeout_s", "train.fast_step", "vae.fast_step")
 LABELS_FILE, NEEDED_FILE = "labels.csv", "labels_needed.csv"
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -74,6 +76,44 @@ def config_differences(old: dict, new: dict, defaults: dict | None = None) -> li
             lines.append(f"  {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
     return lines
 
+def read_pool_ids(path: str | None, key: str, pool: Pool, index_of: dict[str, int], resumed: bool = False) -> list[str]:
+    """The image ids listed in the file at ``path`` (config key ``key``), all of them in the pool;
+    ``resumed``: a resumed run whose pool lost images drops them with a warning (they are gone anyway)."""
+    if path is None:
+        return []
+    ids = read_id_list(Path(path), key)
+    unknown = [i for i in ids if i not in index_of]
+    if unknown and resumed:
+        LOG.warning("%s %s: %d ids are no longer in the pool, e.g. %s", key, path, len(unknown), unknown[:5])
+        return [i for i in ids if i in index_of]
+    if unknown:
+        raise ConfigError(f"{key} {path}: {len(unknown)} ids are not in the training pool, e.g. {unknown[:5]} "
+                          f"(pool ids look like {list(pool.ids[:3])})")
+    return ids
+
+
+def check_budget(cfg: BaseConfig, pool_size: int, n_excluded: int, n_initial_listed: int, data_root: Path,
+                 existing: int | None = None) -> None:
+    """The run's selections fit in the pool, and the scored subset holds a selection; ``existing``:
+    the size of the initial set of ``labels.initial_existing`` (checked again once it is known)."""
+    a = cfg.active
+    selections = a.cycles - 1 + (1 if a.select_after_last else 0)
+    if existing is None and cfg.labels.initial_existing:
+        existing = 0
+    initial = existing if existing is not None else n_initial_listed or a.initial
+    needed = initial + a.budget * selections
+    available = pool_size - n_excluded
+    if needed > available:
+        excluded = f" minus {n_excluded} excluded" if n_excluded else ""
+        raise ConfigError(
+            f"active.budget/active.initial/active.cycles: the run needs {initial} initial + "
+            f"{selections} x {a.budget} selected = {needed} images, but the training pool has only "
+            f"{pool_size}{excluded} (data root {data_root}); lower active.budget, "
+            "active.initial or active.cycles")
+    if a.subset < a.budget:
+        raise ConfigError(f"active.subset ({a.subset}) must be at least active.budget ({a.budget})")
+
+
 class ActiveLearningRun:
     """One run of the cycle for a task adapter, persisted in ``run_dir``.
 
@@ -89,8 +129,10 @@ class ActiveLearningRun:
         self.state_path = self.run_dir / "state.json"
         self.pool = adapter.pool()
         self.index_of = {image_id: i for i, image_id in enumerate(self.pool.ids)}
-        self.excluded = self._read_ids(cfg.labels.exclude_list, "labels.exclude_list")
-        self.initial_ids = self._read_ids(cfg.labels.initial_list, "labels.initial_list")
+        resumed = self.state_path.exists()
+        self.excluded = read_pool_ids(cfg.labels.exclude_list, "labels.exclude_list", self.pool, self.index_of, resumed)
+        self.initial_ids = read_pool_ids(cfg.labels.initial_list, "labels.initial_list", self.pool, self.index_of,
+                                         resumed)
         clash = [i for i in self.initial_ids if i in set(self.excluded)]
         if clash:
             raise ConfigError(f"labels.initial_list and labels.exclude_list both name {clash[:5]}")
@@ -120,42 +162,11 @@ class ActiveLearningRun:
         if not dist.is_main and labels:
             self.adapter.assign_labels({self.index_of[i]: v for i, v in labels.items()}, "labels imported by rank 0")
 
-    # ------------------------------------------------------------------ inputs
-
-    def _read_ids(self, path: str | None, key: str) -> list[str]:
-        if path is None:
-            return []
-        ids = read_id_list(Path(path), key)
-        unknown = [i for i in ids if i not in self.index_of]
-        if unknown and self.state_path.exists():  # a resumed run whose pool lost images: they are gone anyway
-            LOG.warning("%s %s: %d ids are no longer in the pool, e.g. %s", key, path, len(unknown), unknown[:5])
-            return [i for i in ids if i in self.index_of]
-        if unknown:
-            raise ConfigError(f"{key} {path}: {len(unknown)} ids are not in the training pool, e.g. {unknown[:5]} "
-                              f"(pool ids look like {list(self.pool.ids[:3])})")
-        return ids
-
     # ------------------------------------------------------------------ setup
 
     def _check_budget(self, existing: int | None = None) -> None:
-        """Whether the pool holds what the run will label; ``existing``: the size of the initial
-        set of ``labels.initial_existing`` (checked again once it is known)."""
-        a = self.cfg.active
-        selections = a.cycles - 1 + (1 if a.select_after_last else 0)
-        if existing is None and self.cfg.labels.initial_existing:
-            existing = 0
-        initial = existing if existing is not None else len(self.initial_ids) or a.initial
-        needed = initial + a.budget * selections
-        available = len(self.pool) - len(self.excluded)
-        if needed > available:
-            excluded = f" minus {len(self.excluded)} excluded" if self.excluded else ""
-            raise ConfigError(
-                f"active.budget/active.initial/active.cycles: the run needs {initial} initial + "
-                f"{selections} x {a.budget} selected = {needed} images, but the training pool has only "
-                f"{len(self.pool)}{excluded} (data root {self.adapter.data_root}); lower active.budget, "
-                "active.initial or active.cycles")
-        if a.subset < a.budget:
-            raise ConfigError(f"active.subset ({a.subset}) must be at least active.budget ({a.budget})")
+        check_budget(self.cfg, len(self.pool), len(self.excluded), len(self.initial_ids), self.adapter.data_root,
+                     existing)
 
     def _open_state(self, resume: bool, force: bool) -> RunState:
         config_path = self.run_dir / "config.yaml"

@@ -81,12 +81,20 @@ class Selection:
 SelectFn = Callable[[SelectionContext], Selection]
 
 
+def _no_pass(n_labeled: int, n_candidates: int) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class Strategy:
     name: str
     trains_ranker: bool
     score_meaning: str
     select: SelectFn
+    # what selecting costs, for the cost estimate before a run (--dry-run): images the task model
+    # scores, from (labeled, candidates); whether the VAE game is trained (it then scores the candidates)
+    model_pass: Callable[[int, int], int] = _no_pass
+    trains_vae: bool = False
 
 
 def _random(ctx: SelectionContext) -> Selection:
@@ -152,11 +160,14 @@ def _adversarial(ctx: SelectionContext, conditioned: bool) -> Selection:
 STRATEGIES: Registry[Strategy] = Registry("strategy", "active.strategy", "register_strategy", (
     (s.name, s) for s in (
         Strategy("random", False, "random priority in [0, 1) (higher first)", _random),
-        Strategy("entropy", False, "predictive entropy (higher first)", _entropy),
-        Strategy("coreset", False, "distance to the nearest labeled/picked feature when picked", _coreset),
-        Strategy("lloss", True, "predicted loss rank r (higher first)", _lloss),
-        Strategy("vaal", False, "discriminator P(labeled) (lower first)", lambda ctx: _adversarial(ctx, False)),
-        Strategy("tavaal", True, "discriminator P(labeled | mu, r) (lower first)", lambda ctx: _adversarial(ctx, True)),
+        Strategy("entropy", False, "predictive entropy (higher first)", _entropy, lambda n_l, n_c: n_c),
+        Strategy("coreset", False, "distance to the nearest labeled/picked feature when picked", _coreset,
+                 lambda n_l, n_c: n_l + n_c),
+        Strategy("lloss", True, "predicted loss rank r (higher first)", _lloss, lambda n_l, n_c: n_c),
+        Strategy("vaal", False, "discriminator P(labeled) (lower first)", lambda ctx: _adversarial(ctx, False),
+                 trains_vae=True),
+        Strategy("tavaal", True, "discriminator P(labeled | mu, r) (lower first)", lambda ctx: _adversarial(ctx, True),
+                 lambda n_l, n_c: n_l + n_c, trains_vae=True),
     )
 ))
 

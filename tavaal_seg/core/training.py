@@ -19,16 +19,20 @@ from .config import BaseConfig, ConfigError, TrainConfig, VAEConfig
 from .distributed import Distributed
 from .ranker import RANK_LOSSES, LossRanker, pool_features
 from .runtime import Precision, progress
+from .steps import (
+    OPTIMIZERS,
+    LearningRates,
+    StepRunner,
+    compiled,
+    fast_kernels,
+    make_optimizer,
+    reset_compiled,
+    resolve_fast_step,
+    to_device_once,
+)
 from .vae import RANK_TRANSFORMS, ConditionalVAE, Discriminator, vae_loss
 
-# ---------------------------------------------------------------- optimizers and schedules
-
-OPTIMIZERS: types.MappingProxyType[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = types.MappingProxyType({
-    "sgd": lambda p, t: torch.optim.SGD(p, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay),
-    "adam": lambda p, t: torch.optim.Adam(p, lr=t.lr, weight_decay=t.weight_decay),
-    "adamw": lambda p, t: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay),
-})
-
+# ---------------------------------------------------------------- schedules
 
 def _multistep(t: TrainConfig, steps_per_epoch: int, total: int) -> Callable[[int], float]:
     bounds = [m * steps_per_epoch for m in t.milestones]
@@ -49,6 +53,7 @@ class TrainResult:
     images: int
     epoch_task_loss: list[float] = field(default_factory=list)
     epoch_rank_loss: list[float] = field(default_factory=list)
+    captured_graphs: int = 0      # CUDA graphs the fast step captured (train.fast_step graphs)
 
 
 def prepare_model(model: nn.Module, device: torch.device, cfg: BaseConfig) -> nn.Module:
@@ -68,6 +73,71 @@ def _rank_generator(generator: torch.Generator, dist: Distributed) -> torch.Gene
     return torch.Generator().manual_seed(base + dist.rank)
 
 
+class TaskStep:
+    """One optimisation step of the task model and ranker, L = L_task + η·L_rank, the ranker's
+    features detached from the backbone when ``variant`` is true. The epoch's loss sums stay on
+    the device, in float64 so that they equal the host sums of float32 losses exactly."""
+
+    def __init__(self, net: nn.Module, rank_net: nn.Module | None, adapter: TaskAdapter,
+                 optimizers: list[torch.optim.Optimizer], cfg: BaseConfig, precision: Precision,
+                 device: torch.device, compile_loss: bool = False) -> None:
+        self.net, self.rank_net, self.adapter, self.optimizers = net, rank_net, adapter, optimizers
+        self.ranker_cfg, self.precision = cfg.ranker, precision
+        self.rank_loss = RANK_LOSSES[cfg.ranker.loss]
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # task loss, ranking loss
+        self.losses = compiled(self._losses, device) if compile_loss else self._losses
+
+    def _losses(self, x: torch.Tensor, y: torch.Tensor, detached: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss to minimise, mean task loss, ranking loss)."""
+        with self.precision.autocast():
+            logits, feats = self.net(x)
+            losses = self.adapter.per_sample_loss(logits, y)
+            loss = losses.mean()
+            r_loss = torch.zeros((), device=loss.device)
+            if self.rank_net is not None:
+                if detached:
+                    feats = [f.detach() for f in feats]
+                r_loss = self.rank_loss(self.rank_net(feats), losses, self.ranker_cfg.margin)
+                loss = loss + self.ranker_cfg.weight * r_loss
+        return loss, losses.detach().mean(), r_loss.detach()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, variant: bool = False) -> None:
+        loss, task_mean, r_loss = self.losses(x, y, variant)
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+        self.precision.step(loss, self.optimizers)
+        self.sums.add_(torch.stack([task_mean, r_loss]))
+
+
+@dataclass
+class TaskTraining:
+    """What one training of the task model needs besides its batches (see :func:`task_training`)."""
+
+    step: TaskStep
+    runner: StepRunner
+    learning_rates: LearningRates
+    mode: str
+    modules: list[nn.Module]
+
+
+def task_training(model: nn.Module, ranker: LossRanker | None, adapter: TaskAdapter, cfg: BaseConfig,
+                  precision: Precision, device: torch.device, steps_per_epoch: int,
+                  dist: Distributed = Distributed()) -> TaskTraining:
+    """Optimizers, schedule and the step in the mode ``train.fast_step`` resolves to here."""
+    t = cfg.train
+    mode = resolve_fast_step(t.fast_step, "train.fast_step", device, precision, dist)
+    if mode == "compile":
+        reset_compiled()
+    net, rank_net = dist.wrap(model, device), (dist.wrap(ranker, device) if ranker is not None else None)
+    modules = [model] + ([ranker] if ranker is not None else [])
+    cls, hyper = OPTIMIZERS[t.optimizer]
+    optimizers = [make_optimizer(cls, m.parameters(), t.lr, mode != "off", device, **hyper(t)) for m in modules]
+    lrs = LearningRates(optimizers, SCHEDULES[t.schedule](t, steps_per_epoch, steps_per_epoch * t.epochs))
+    step = TaskStep(net, rank_net, adapter, optimizers, cfg, precision, device, compile_loss=mode == "compile")
+    runner = StepRunner(step, capture=mode == "graphs", fallback=t.fast_step == "auto", name="train.fast_step")
+    return TaskTraining(step, runner, lrs, mode, modules)
+
+
 def train_task_model(model: nn.Module, ranker: LossRanker | None, adapter: TaskAdapter,
                      labeled: np.ndarray, cfg: BaseConfig, precision: Precision,
                      device: torch.device, generator: torch.Generator,
@@ -78,7 +148,10 @@ def train_task_model(model: nn.Module, ranker: LossRanker | None, adapter: TaskA
 
     Under DDP, ``train.batch_size`` is the global batch: every rank draws the same shuffled
     global batches from ``generator`` and trains on its strided share of each, so the number of
-    steps, the schedule and the batch composition do not depend on the world size."""
+    steps, the schedule and the batch composition do not depend on the world size.
+
+    Every ``train.fast_step`` mode trains on the same batches with the same augmentation draws,
+    schedule and detach epoch; the losses are read once per epoch."""
     t = cfg.train
     if dist.enabled and t.batch_size < 2 * dist.world_size:
         raise ConfigError(f"train.batch_size {t.batch_size} is the global batch; with {dist.world_size} processes it "
@@ -91,51 +164,39 @@ def train_task_model(model: nn.Module, ranker: LossRanker | None, adapter: TaskA
             raise ConfigError(f"distributed.sync_bn: SyncBatchNorm runs on CUDA only, and this run is on {device.type}; "
                               "set distributed.sync_bn=false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place
-    net, rank_net = dist.wrap(model, device), (dist.wrap(ranker, device) if ranker is not None else None)
     aug_generator = _rank_generator(generator, dist)
-    steps_per_epoch = math.ceil(len(labeled) / t.batch_size)
-    total = steps_per_epoch * t.epochs
-    modules = [model] + ([ranker] if ranker is not None else [])
-    optimizers = [OPTIMIZERS[t.optimizer](m.parameters(), t) for m in modules]
-    factor = SCHEDULES[t.schedule](t, steps_per_epoch, total)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in optimizers]
-    rank_loss = RANK_LOSSES[cfg.ranker.loss]
+    min_size = 2 * dist.world_size
+    steps_per_epoch = math.ceil(len(labeled) / t.batch_size)  # what the schedule counts in (unchanged)
+    training = task_training(model, ranker, adapter, cfg, precision, device, steps_per_epoch, dist)
+    step, runner = training.step, training.runner
     detach_epoch = int(round(t.epochs * cfg.ranker.detach_fraction))
     result = TrainResult(seconds=0.0, images=0)
     start = time.perf_counter()
-    for m in modules:
+    for m in training.modules:
         m.train()
-    for epoch in range(t.epochs):
-        sum_task = sum_rank = 0.0
-        n_batches = 0
-        global_batches = shuffled_batches(labeled, t.batch_size, generator, min_size=2 * dist.world_size)
-        batches = adapter.train_batches([dist.split_batch(b) for b in global_batches], aug_generator, device)
-        for x, y in progress(batches, f"train epoch {epoch + 1}/{t.epochs}", len(global_batches),
-                             cfg.logging.log_every if dist.is_main else None):
-            with precision.autocast():
-                logits, feats = net(x)
-                losses = adapter.per_sample_loss(logits, y)
-                loss = losses.mean()
-                if ranker is not None:
-                    if epoch >= detach_epoch:
-                        feats = [f.detach() for f in feats]
-                    r_loss = rank_loss(rank_net(feats), losses, cfg.ranker.margin)
-                    loss = loss + cfg.ranker.weight * r_loss
-                    sum_rank += float(r_loss.detach())
-            for o in optimizers:
-                o.zero_grad(set_to_none=True)
-            precision.step(loss, optimizers)
-            for s in schedulers:
-                s.step()
-            sum_task += float(losses.detach().mean())
-            n_batches += 1
-            result.images += x.shape[0]
-        task_mean, rank_mean = dist.mean([sum_task / max(1, n_batches), sum_rank / max(1, n_batches)])
-        result.epoch_task_loss.append(task_mean)
-        result.epoch_rank_loss.append(rank_mean)
-        if on_epoch is not None:
-            on_epoch(epoch, result.epoch_task_loss[-1], result.epoch_rank_loss[-1])
-    for m in modules:  # one model everywhere from here on: rank 0's (its BN statistics included)
+    global_step = 0
+    with fast_kernels(device, training.mode != "off"):
+        for epoch in range(t.epochs):
+            step.sums.zero_()
+            n_batches = 0
+            global_batches = shuffled_batches(labeled, t.batch_size, generator, min_size=min_size)
+            batches = adapter.train_batches([dist.split_batch(b) for b in global_batches], aug_generator, device)
+            for x, y in progress(batches, f"train epoch {epoch + 1}/{t.epochs}", len(global_batches),
+                                 cfg.logging.log_every if dist.is_main else None):
+                training.learning_rates.set(global_step)
+                runner(x, y, variant=ranker is not None and epoch >= detach_epoch)
+                global_step += 1
+                n_batches += 1
+                result.images += x.shape[0]
+            sum_task, sum_rank = step.sums.tolist()  # the epoch's one read-back
+            task_mean, rank_mean = dist.mean([sum_task / max(1, n_batches), sum_rank / max(1, n_batches)])
+            result.epoch_task_loss.append(task_mean)
+            result.epoch_rank_loss.append(rank_mean)
+            if on_epoch is not None:
+                on_epoch(epoch, result.epoch_task_loss[-1], result.epoch_rank_loss[-1])
+    result.captured_graphs = runner.captured
+    runner.close(step.optimizers)
+    for m in training.modules:  # one model everywhere from here on: rank 0's (its BN statistics included)
         dist.sync_module(m)
     result.images = int(sum(dist.all_gather(result.images)))
     result.seconds = time.perf_counter() - start
@@ -162,9 +223,10 @@ def evaluate(model: nn.Module, adapter: TaskAdapter, cfg: BaseConfig, precision:
 
 
 def _gather_rows(chunks: list[torch.Tensor], dist: Distributed) -> torch.Tensor:
-    """This rank's row chunks, concatenated over ranks in rank order (shards are contiguous)."""
+    """This rank's row chunks (on its device: a pass reads them back once, not batch by batch),
+    concatenated over ranks in rank order (shards are contiguous), on the host."""
     local = [c for c in chunks if c.numel()]
-    mine = torch.cat(local) if local else torch.empty(0)
+    mine = torch.cat(local).cpu() if local else torch.empty(0)
     parts = [p for p in dist.all_gather(mine) if p.numel()]
     return torch.cat(parts) if parts else torch.empty(0)
 
@@ -205,13 +267,13 @@ def model_pass(model: nn.Module, ranker: LossRanker | None, adapter: TaskAdapter
                 raise ValueError(f"scoring needs {', '.join(sorted(want))} from tapped feature maps, and the model taps "
                                  "none (wrap it with tap_layers, or pass taps= to select)")
             if "rank" in want:
-                parts["rank"].append(ranker(feats).float().cpu())
+                parts["rank"].append(ranker(feats).float())
         if "uncertainty" in want:
-            parts["uncertainty"].append(adapter.uncertainty(logits.float()).cpu())
+            parts["uncertainty"].append(adapter.uncertainty(logits.float()))
         if "embedding" in want:
-            parts["embedding"].append(pool_features(feats[-1]).cpu())
+            parts["embedding"].append(pool_features(feats[-1]))
         if "features" in want:
-            parts["features"].append(torch.cat([pool_features(f) for f in feats], dim=1).cpu())
+            parts["features"].append(torch.cat([pool_features(f) for f in feats], dim=1))
     out = PassOutputs(indices=all_indices)
     for key, chunks in sorted(parts.items()):  # same key order on every rank: one collective each
         setattr(out, key, _gather_rows(chunks, dist))
@@ -229,7 +291,7 @@ def true_losses(model: nn.Module, adapter: TaskAdapter, indices: np.ndarray, cfg
     for x, y in adapter.labeled_pool_batches(mine, cfg.eval.batch_size, device):
         with precision.autocast():
             logits, _ = model(x)
-        losses.append(adapter.per_sample_loss(logits.float(), y).cpu())
+        losses.append(adapter.per_sample_loss(logits.float(), y))
     return _gather_rows(losses, dist).numpy().astype(np.float32)
 
 
@@ -240,11 +302,13 @@ def _to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().div_(127.5).sub_(1.0)
 
 
-def _infinite(n: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless full batches of a shuffled 0..n-1, reshuffled each pass (VAAL's cycling loaders)."""
+def cycling_batches(n: int, batch: int, generator: torch.Generator,
+                    device: torch.device = torch.device("cpu")) -> Iterator[torch.Tensor]:
+    """Endless full batches of a shuffled 0..n-1, reshuffled each pass (VAAL's cycling loaders).
+    Each pass's order is drawn on the host and sent to ``device`` once, not batch by batch."""
     batch = min(batch, n)
     while True:
-        order = torch.randperm(n, generator=generator)
+        order = to_device_once(torch.randperm(n, generator=generator), device)
         for i in range(0, n - batch + 1, batch):
             yield order[i:i + batch]
 
@@ -257,6 +321,7 @@ class VAEResult:
     iterations: int
     last_vae_loss: float
     last_disc_loss: float
+    captured_graphs: int = 0
 
 
 def vae_iterations(v: VAEConfig, n_labeled: int, n_unlabeled: int) -> int:
@@ -264,6 +329,96 @@ def vae_iterations(v: VAEConfig, n_labeled: int, n_unlabeled: int) -> int:
     if v.iterations is not None:
         return v.iterations
     return max(1, (n_labeled + n_unlabeled) * v.epochs // v.batch_size)
+
+
+class VAEGameStep:
+    """One iteration of VAAL's game on index batches into the labeled and subset images (uint8,
+    on the device): ``vae.vae_steps`` VAE steps (reconstruction + β·KLD of both batches, plus the
+    adversarial term that asks D to call every μ labeled), then ``vae.disc_steps`` discriminator
+    steps (labeled μ -> 1, subset μ -> 0), r entering both networks when given (TA-VAAL). The
+    last losses stay on the device until someone asks for them."""
+
+    def __init__(self, vae: nn.Module, disc: nn.Module, encoder: ConditionalVAE, images_l: torch.Tensor,
+                 images_u: torch.Tensor, r_l: torch.Tensor | None, r_u: torch.Tensor | None, v: VAEConfig,
+                 precision: Precision, opt_v: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                 device: torch.device, compile_loss: bool = False) -> None:
+        self.vae, self.disc, self.encoder = vae, disc, encoder
+        self.images_l, self.images_u, self.r_l, self.r_u = images_l, images_u, r_l, r_u
+        self.v, self.precision, self.opt_v, self.opt_d = v, precision, opt_v, opt_d
+        self.last = torch.full((2,), float("nan"), device=device)  # VAE loss, discriminator loss
+        self.vae_loss = compiled(self._vae_loss, device) if compile_loss else self._vae_loss
+        self.disc_loss = compiled(self._disc_loss, device) if compile_loss else self._disc_loss
+
+    def _vae_loss(self, x_l: torch.Tensor, x_u: torch.Tensor, rl: torch.Tensor | None,
+                  ru: torch.Tensor | None) -> torch.Tensor:
+        ones_l = torch.ones(x_l.shape[0], device=x_l.device)
+        ones_u = torch.ones(x_u.shape[0], device=x_u.device)
+        with self.precision.autocast():
+            rec_l, mu_l, lv_l = self.vae(x_l, rl)
+            rec_u, mu_u, lv_u = self.vae(x_u, ru)
+            adv = (F.binary_cross_entropy_with_logits(self.disc(mu_l, rl).float(), ones_l)
+                   + F.binary_cross_entropy_with_logits(self.disc(mu_u, ru).float(), ones_u))
+            return (vae_loss(x_l, rec_l, mu_l, lv_l, self.v.beta) + vae_loss(x_u, rec_u, mu_u, lv_u, self.v.beta)
+                    + self.v.adversary_weight * adv)
+
+    def _disc_loss(self, x_l: torch.Tensor, x_u: torch.Tensor, rl: torch.Tensor | None,
+                   ru: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad(), self.precision.autocast():
+            mu_l = self.encoder.encode(x_l)[0]
+            mu_u = self.encoder.encode(x_u)[0]
+        with self.precision.autocast():
+            d_l, d_u = self.disc(mu_l, rl).float(), self.disc(mu_u, ru).float()
+            return (F.binary_cross_entropy_with_logits(d_l, torch.ones_like(d_l))
+                    + F.binary_cross_entropy_with_logits(d_u, torch.zeros_like(d_u)))
+
+    def __call__(self, idx_l: torch.Tensor, idx_u: torch.Tensor, variant: Any = None) -> None:
+        x_l = _to_unit(self.images_l[idx_l.to(self.images_l.device)])
+        x_u = _to_unit(self.images_u[idx_u.to(self.images_u.device)])
+        rl = None if self.r_l is None else self.r_l[idx_l.to(self.r_l.device)]
+        ru = None if self.r_u is None else self.r_u[idx_u.to(self.r_u.device)]
+        for _ in range(self.v.vae_steps):
+            loss_v = self.vae_loss(x_l, x_u, rl, ru)
+            self.opt_v.zero_grad(set_to_none=True)
+            self.precision.step(loss_v, [self.opt_v])
+        for _ in range(self.v.disc_steps):
+            loss_d = self.disc_loss(x_l, x_u, rl, ru)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.precision.step(loss_d, [self.opt_d])
+        self.last.copy_(torch.stack([loss_v.detach().float(), loss_d.detach().float()]))
+
+
+@dataclass
+class VAEGame:
+    """The VAE and discriminator, their optimizers and the iteration step, in the mode
+    ``vae.fast_step`` resolves to (see :func:`vae_game`)."""
+
+    vae: ConditionalVAE
+    discriminator: Discriminator
+    step: VAEGameStep
+    runner: StepRunner
+    mode: str
+
+
+def vae_game(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor | None, r_u: torch.Tensor | None,
+             cfg: BaseConfig, precision: Precision, device: torch.device,
+             dist: Distributed = Distributed()) -> VAEGame:
+    v = cfg.vae
+    mode = resolve_fast_step(v.fast_step, "vae.fast_step", device, precision, dist)
+    if mode == "compile":
+        reset_compiled()
+    cond = 1 if r_l is not None else 0
+    vae_module = ConditionalVAE(v.size, v.z_dim, cond, v.width).to(device)
+    disc_module = Discriminator(v.z_dim, cond).to(device)
+    if device.type == "cuda" and cfg.train.channels_last:
+        vae_module = vae_module.to(memory_format=torch.channels_last)
+    fast = mode != "off"
+    opt_v = make_optimizer(torch.optim.Adam, vae_module.parameters(), v.lr, fast, device)
+    opt_d = make_optimizer(torch.optim.Adam, disc_module.parameters(), v.lr, fast, device)
+    vae, disc = dist.wrap(vae_module, device), dist.wrap(disc_module, device)
+    step = VAEGameStep(vae, disc, vae_module, images_l, images_u, r_l, r_u, v, precision, opt_v, opt_d, device,
+                       compile_loss=mode == "compile")
+    runner = StepRunner(step, capture=mode == "graphs", fallback=v.fast_step == "auto", name="vae.fast_step")
+    return VAEGame(vae_module, disc_module, step, runner, mode)
 
 
 def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor | None,
@@ -275,7 +430,8 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
     otherwise (VAAL). ``images_*`` are uint8 at the VAE resolution, already on ``device``.
 
     Under DDP the VAE and discriminator are replicas; ``vae.batch_size`` is the global batch,
-    drawn identically on every rank, of which each rank takes its strided share."""
+    drawn identically on every rank, of which each rank takes its strided share. The losses are
+    read back only when ``on_log`` is due (every ``logging.log_every`` iterations) and at the end."""
     v = cfg.vae
     batch = v.batch_size
     if len(images_l) == 0 or len(images_u) == 0:
@@ -285,60 +441,28 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
         raise ConfigError(f"vae.batch_size {batch} (global) over {len(images_l)} labeled and {len(images_u)} subset "
                           f"images leaves a rank of {dist.world_size} without images; raise vae.batch_size or use fewer "
                           "processes")
-    cond = 1 if r_l is not None else 0
-    vae_module = ConditionalVAE(v.size, v.z_dim, cond, v.width).to(device)
-    disc_module = Discriminator(v.z_dim, cond).to(device)
-    if device.type == "cuda" and cfg.train.channels_last:
-        vae_module = vae_module.to(memory_format=torch.channels_last)
-    opt_v = torch.optim.Adam(vae_module.parameters(), lr=v.lr)
-    opt_d = torch.optim.Adam(disc_module.parameters(), lr=v.lr)
-    vae, disc = dist.wrap(vae_module, device), dist.wrap(disc_module, device)
+    game = vae_game(images_l, images_u, r_l, r_u, cfg, precision, device, dist)
     iterations = vae_iterations(v, len(images_l), len(images_u))
-    it_l = _infinite(len(images_l), batch, generator)
-    it_u = _infinite(len(images_u), batch, generator)
+    index_device = device if game.mode != "off" else torch.device("cpu")
+    it_l = cycling_batches(len(images_l), batch, generator, index_device)
+    it_u = cycling_batches(len(images_u), batch, generator, index_device)
     if dist.enabled:  # the reparameterisation noise: a stream per rank, not the same draws on every rank
         torch.manual_seed(int(_rank_generator(generator, dist).initial_seed()))
-    vae.train()
-    disc.train()
+    game.vae.train()
+    game.discriminator.train()
     start = time.perf_counter()
-    last_v = last_d = float("nan")
-
-    def pick_r(r: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
-        return None if r is None else r[idx.to(r.device)]
-
-    for it in progress(range(iterations), "vae+discriminator", iterations,
-                       cfg.logging.log_every if dist.is_main else None):
-        idx_l, idx_u = dist.split_batch(next(it_l)), dist.split_batch(next(it_u))
-        x_l = _to_unit(images_l[idx_l.to(images_l.device)])
-        x_u = _to_unit(images_u[idx_u.to(images_u.device)])
-        rl, ru = pick_r(r_l, idx_l), pick_r(r_u, idx_u)
-        ones_l = torch.ones(x_l.shape[0], device=device)
-        ones_u = torch.ones(x_u.shape[0], device=device)
-        for _ in range(v.vae_steps):
-            with precision.autocast():
-                rec_l, mu_l, lv_l = vae(x_l, rl)
-                rec_u, mu_u, lv_u = vae(x_u, ru)
-                adv = (F.binary_cross_entropy_with_logits(disc(mu_l, rl).float(), ones_l)
-                       + F.binary_cross_entropy_with_logits(disc(mu_u, ru).float(), ones_u))
-                loss_v = (vae_loss(x_l, rec_l, mu_l, lv_l, v.beta) + vae_loss(x_u, rec_u, mu_u, lv_u, v.beta)
-                          + v.adversary_weight * adv)
-            opt_v.zero_grad(set_to_none=True)
-            precision.step(loss_v, [opt_v])
-        for _ in range(v.disc_steps):
-            with torch.no_grad(), precision.autocast():
-                mu_l = vae_module.encode(x_l)[0]
-                mu_u = vae_module.encode(x_u)[0]
-            with precision.autocast():
-                loss_d = (F.binary_cross_entropy_with_logits(disc(mu_l, rl).float(), ones_l)
-                          + F.binary_cross_entropy_with_logits(disc(mu_u, ru).float(), torch.zeros_like(ones_u)))
-            opt_d.zero_grad(set_to_none=True)
-            precision.step(loss_d, [opt_d])
-        last_v, last_d = float(loss_v.detach()), float(loss_d.detach())
-        if on_log is not None and (it % max(1, cfg.logging.log_every) == 0 or it == iterations - 1):
-            on_log(it, last_v, last_d)
-    dist.sync_module(vae_module)
-    dist.sync_module(disc_module)
-    return VAEResult(vae_module, disc_module, time.perf_counter() - start, iterations, last_v, last_d)
+    with fast_kernels(device, game.mode != "off"):
+        for it in progress(range(iterations), "vae+discriminator", iterations,
+                           cfg.logging.log_every if dist.is_main else None):
+            game.runner(dist.split_batch(next(it_l)), dist.split_batch(next(it_u)))
+            if on_log is not None and (it % max(1, cfg.logging.log_every) == 0 or it == iterations - 1):
+                on_log(it, *game.step.last.tolist())
+    last_v, last_d = game.step.last.tolist()
+    captured = game.runner.captured
+    game.runner.close([game.step.opt_v, game.step.opt_d])
+    dist.sync_module(game.vae)
+    dist.sync_module(game.discriminator)
+    return VAEResult(game.vae, game.discriminator, time.perf_counter() - start, iterations, last_v, last_d, captured)
 
 
 @torch.inference_mode()
@@ -356,7 +480,7 @@ def discriminator_logits(vae: ConditionalVAE, disc: Discriminator, images: torch
         rr = None if r is None else r[idx.to(r.device)]
         with precision.autocast():
             mu, _ = vae.encode(x)
-            out.append(disc(mu, rr).float().cpu())
+            out.append(disc(mu, rr).float())
     return _gather_rows(out, dist)
 
 

@@ -74,6 +74,9 @@ def validate_core(cfg: BaseConfig) -> None:
     require(bool(cfg.export.labelstudio_to_name), "export.labelstudio_to_name", "a tag name", cfg.export.labelstudio_to_name)
     require(cfg.export.labelstudio_from_name is None or bool(cfg.export.labelstudio_from_name),
             "export.labelstudio_from_name", "null or a tag name", cfg.export.labelstudio_from_name)
+    for key, mode in (("train.fast_step", t.fast_step), ("vae.fast_step", v.fast_step)):
+        require(not (mode == "graphs" and cfg.device == "cpu"), key,
+                "auto, compile or off with device cpu (CUDA graphs need a CUDA device)", mode)
     try:
         check_export_options(cfg.export.formats, cfg.export.uri_prefix)
     except ValueError as err:

@@ -235,6 +235,9 @@ class SegmentationAdapter:
         return {"labeled_class_entropy": float(-(p * np.log(p)).sum()),
                 **{f"labeled_pixel_share/{name}": float(v) for name, v in zip(self.table.names, share)}}
 
+    def test_size(self) -> int:
+        return len(self.test_items)
+
     def test_batches(self, batch_size: int, device: torch.device,
                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = contiguous_part(len(self.test_items), shard)

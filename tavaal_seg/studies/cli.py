@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .layout import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, StudyError, parse_list
 from .plots import plot_study
-from .runner import TASKS, StudyRunner, prepare_study
+from .runner import TASKS, StudyRunner, plan_gpus, prepare_study, write_study_record
 from .summary import write_summary
 
 
@@ -17,7 +17,7 @@ def run_study_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_study.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --config X --strategies S1,S2 --seeds 0,1,2 --out DIR [--task cls|seg] [--jobs N] "
-              "[--threads N] [--force] [-- args for the AL tool]\n"
+              "[--threads N] [--gpus LIST] [--gpu-memory-per-run MIB] [--force] [-- args for the AL tool]\n"
               "       %(prog)s --out DIR --aggregate-only",
         description=(
             "Run a label-efficiency study: one active-learning run per (strategy, seed), each a subprocess\n"
@@ -39,10 +39,19 @@ def run_study_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the study directory")
     parser.add_argument("--task", choices=TASKS,
                         help="cls (tools/al_cls.py) or seg (tools/al_seg.py); default: from the config's data.name")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once (default 1); with the runs on CUDA, spread over the GPUs (--gpus) after a "
+                             "check that their memory holds N runs")
     parser.add_argument("--threads", type=int,
                         help="CPU threads per run (OMP_NUM_THREADS, MKL_NUM_THREADS); default with --jobs N > 1: "
                              "CPU cores / N, so that concurrent runs do not oversubscribe the CPU")
+    parser.add_argument("--gpus", metavar="LIST",
+                        help="with --device cuda (or auto on a GPU machine) and --jobs N > 1: the GPUs to spread the "
+                             "runs over, comma-separated nvidia-smi indices or UUIDs (default: CUDA_VISIBLE_DEVICES, "
+                             "else every GPU); each run sees one GPU, the one with the fewest of the study's runs")
+    parser.add_argument("--gpu-memory-per-run", type=int, metavar="MIB",
+                        help="GPU memory one run needs, to check that --jobs N runs fit (default: measured by one "
+                             "run's --dry-run warm-up, x1.15, plus 1024 MiB for the CUDA context)")
     parser.add_argument("--force", action="store_true",
                         help="run although DIR/study.json records other strategies, config or extra args "
                              "(finished runs are still skipped; adding seeds needs no --force)")
@@ -85,8 +94,12 @@ def run_study_main(argv: Sequence[str] | None = None) -> int:
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     try:
-        _, plan = prepare_study(args, extra_args)
-        runner = StudyRunner(args.out, plan, args.jobs, env)
+        record, plan = prepare_study(args, extra_args)
+        if args.gpu_memory_per_run is not None and args.gpu_memory_per_run < 1:
+            raise StudyError("--gpu-memory-per-run must be a positive number of MiB")
+        gpus = plan_gpus(args.config, extra_args, plan, args.jobs, args.gpus, args.gpu_memory_per_run, env)
+        write_study_record(args.out, record)
+        runner = StudyRunner(args.out, plan, args.jobs, env, gpus=gpus)
     except StudyError as err:
         _print_err(str(err))
         return EXIT_BAD_INPUT

@@ -23,6 +23,7 @@ from ..core.cli import add_run_flags, overrides_from_args
 from ..core.config import parse_override, read_yaml, set_dotted
 from ..core.runtime import atomic_write_text
 from ..core.strategies import STRATEGIES
+from .gpus import GpuAssigner, check_memory, measure_run_mib, query_gpus, select_gpus
 # the task packages a study can run, imported only when a study needs one (aggregation and
 # plotting import no adapter)
 from ..tasks import TASKS, load_task
@@ -31,7 +32,7 @@ from .layout import (EXIT_INTERRUPTED, RUNS_CSV_COLUMNS, STUDY_FORMAT, RunRef, S
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # the study sets these per run; passing them after `--` would contradict the grid
-RESERVED_FLAGS = ("--config", "--strategy", "--seed", "--run-dir", "--resume")
+RESERVED_FLAGS = ("--config", "--strategy", "--seed", "--run-dir", "--resume", "--dry-run")
 
 
 def requested_setting(config: Path, extra_args: Sequence[str], key: str) -> Any:
@@ -138,8 +139,9 @@ class StudyRunner:
     """Runs the planned AL runs, ``jobs`` at a time, and keeps ``runs.csv`` current after each."""
 
     def __init__(self, study_dir: Path, plan: Sequence[PlannedRun], jobs: int, env: dict[str, str],
-                 echo: Callable[[str], None] = say) -> None:
+                 echo: Callable[[str], None] = say, gpus: GpuAssigner | None = None) -> None:
         self.study_dir, self.plan, self.jobs, self.env, self.echo = Path(study_dir), list(plan), jobs, env, echo
+        self.gpus = gpus  # runs packed on GPUs: each run gets the least-loaded one
         self._lock = threading.Lock()  # runs.csv rows and console lines, shared by the worker threads
         previous = read_runs_csv(self.study_dir)
         self.rows: dict[tuple[str, int], dict[str, str]] = {}
@@ -174,22 +176,28 @@ class StudyRunner:
         key = (planned.ref.strategy, planned.ref.seed)
         run_dir = planned.ref.path
         run_dir.mkdir(parents=True, exist_ok=True)
+        gpu = self.gpus.acquire() if self.gpus is not None else None
+        env = self.env if gpu is None else {**self.env, "CUDA_VISIBLE_DEVICES": gpu.uuid}
+        where = "" if gpu is None else f" on {gpu}"
         with self._lock:
             self.rows[key]["status"] = "running"
             self.write_runs_csv()
-            self.echo(f"[{index}/{total}] {planned.ref.strategy} seed {planned.ref.seed}: {planned.phase} -> "
+            self.echo(f"[{index}/{total}] {planned.ref.strategy} seed {planned.ref.seed}: {planned.phase}{where} -> "
                       f"{run_dir / 'stdout.log'}")
         start = time.perf_counter()
         with open(run_dir / "stdout.log", "a", encoding="utf-8") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} run_study ({planned.phase}): "
-                      f"{shlex.join(planned.command)}\n")
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} run_study ({planned.phase}{where}"
+                      f"{'' if gpu is None else ', CUDA_VISIBLE_DEVICES=' + gpu.uuid}): {shlex.join(planned.command)}\n")
             log.flush()
             try:
                 code = subprocess.run(planned.command, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=self.env).returncode
+                                      stdin=subprocess.DEVNULL, env=env).returncode
             except OSError as err:  # the interpreter or the tool could not be started
                 log.write(f"run_study: cannot start the run: {err}\n")
                 code = 127
+            finally:
+                if gpu is not None:
+                    self.gpus.release(gpu)
         wall = time.perf_counter() - start + self.previous_wall.get(key, 0.0)
         if code == 0:
             finished = run_phase(run_dir, planned.cycles, planned.select_after_last) == "finished"
@@ -221,8 +229,14 @@ class StudyRunner:
                 raise
 
 
+def write_study_record(study_dir: Path, record: dict[str, Any]) -> None:
+    Path(study_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(study_dir) / "study.json", json.dumps(record, indent=1) + "\n")
+
+
 def prepare_study(args: argparse.Namespace, extra_args: list[str]) -> tuple[dict[str, Any], list[PlannedRun]]:
-    """Check the arguments, write (or check) study.json, and plan every run."""
+    """Check the arguments and study.json, and plan every run; the record to write to study.json
+    (:func:`write_study_record`) once the runs are about to start."""
     missing = [flag for flag, value in (("--config", args.config), ("--strategies", args.strategies),
                                         ("--seeds", args.seeds)) if value is None]
     if missing:
@@ -257,8 +271,6 @@ def prepare_study(args: argparse.Namespace, extra_args: list[str]) -> tuple[dict
             print("run_study.py: --force: the study changed (old -> new):\n" + "\n".join(diff), file=sys.stderr)
         # running some of the seeds again (to finish one, say) must not drop the others from the study
         record["seeds"] = list(old.get("seeds", [])) + [k for k in seeds if k not in old.get("seeds", [])]
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(study_json, json.dumps(record, indent=1) + "\n")
     plan = []
     for strategy in strategies:
         for seed in seeds:
@@ -268,3 +280,31 @@ def prepare_study(args: argparse.Namespace, extra_args: list[str]) -> tuple[dict
                 task, args.config, strategy, seed, path, phase == "resume", extra_args, args.tool),
                 cycles, after_last))
     return record, plan
+
+
+def plan_gpus(config: Path, extra_args: Sequence[str], plan: Sequence[PlannedRun], jobs: int, wanted: str | None,
+              per_run_mib: int | None, env: dict[str, str], echo: Callable[[str], None] = say) -> GpuAssigner | None:
+    """Where ``jobs`` concurrent runs go when their device is CUDA (``cuda``, or ``auto`` on a
+    machine whose nvidia-smi lists GPUs): a GPU per run, the least-loaded one, after checking that
+    the GPUs' free memory holds them. None: leave the runs' environment alone (one run at a time,
+    or runs on the CPU)."""
+    todo = [p for p in plan if p.phase != "finished"]
+    concurrent = min(jobs, len(todo))
+    device = requested_setting(config, extra_args, "device") or "auto"
+    if concurrent < 2 or device == "cpu":
+        return None
+    gpus = query_gpus(required=device == "cuda")
+    if not gpus:
+        return None
+    gpus = select_gpus(gpus, wanted)
+    if not gpus:
+        raise StudyError("CUDA_VISIBLE_DEVICES is empty: no GPU to run on; unset it or pass --gpus")
+    if per_run_mib is not None:
+        need, how = per_run_mib, "--gpu-memory-per-run"
+    else:  # the run that needs the most: the VAE game and the ranker where the study has them
+        hungriest = max(todo, key=lambda p: (STRATEGIES[p.ref.strategy].trains_vae,
+                                             STRATEGIES[p.ref.strategy].trains_ranker))
+        need, how = measure_run_mib(hungriest.command, gpus[0], env, echo)
+    check_memory(gpus, concurrent, need, how)
+    echo(f"{concurrent} runs at a time on {', '.join(str(g) for g in gpus)}: {need:,} MiB each ({how})")
+    return GpuAssigner(gpus)
