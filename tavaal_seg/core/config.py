@@ -66,6 +66,8 @@ class RankerConfig:
     margin: float = 1.0
     weight: float = 1.0               # eta in L = L_task + eta * L_rank
     detach_fraction: float = 0.6      # stop ranker gradients into the backbone after this share of epochs
+    train_with_all_strategies: bool = False  # train the ranker jointly for every strategy (the reference's
+                                      # always-true `if`), so strategies compare under one training objective
 
 
 @dataclass
@@ -81,7 +83,10 @@ class VAEConfig:
     adversary_weight: float = 1.0
     vae_steps: int = 1                # VAE steps per discriminator step (TA-VAAL 1, VAAL 2)
     disc_steps: int = 1
-    rank_transform: str = "zscore"    # zscore | sigmoid | raw — how r enters VAE and D
+    rank_transform: str = "zscore"    # zscore | sigmoid | raw — how r enters the VAE (and D, unless ...)
+    disc_rank_transform: str | None = None  # ... set here: how r enters the discriminator (reference: raw)
+    input_norm: str = "unit"          # unit ([-1, 1], VAAL) | standardize (per channel, as the reference's inputs)
+    disc_init: str = "default"        # default (PyTorch) | kaiming (the reference's kaiming-normal, zero bias)
 
 
 @dataclass
@@ -99,6 +104,8 @@ class LoggingConfig:
                                       # class shares of the picks and of a pool sample; tools/report.py) + a TB grid
     preview_pool_sample: int = 256    # unlabeled candidates whose predictions estimate the pool's class shares
     thumbnail_size: int = 192         # longest side of a preview thumbnail, pixels
+    diagnostics: bool = False         # sel_* columns in metrics.csv: what D separates by (mu, r), how the picks
+                                      # follow r, their true loss and class balance (core.diagnostics; for studies)
 
 
 LABEL_MODES = ("oracle", "human")

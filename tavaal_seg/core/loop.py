@@ -19,6 +19,7 @@ import torch
 
 from .adapter import TaskAdapter
 from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
+from .diagnostics import pick_diagnostics
 from .distributed import Distributed
 from .diversity import check_group_capacity, constrain, group_labels, ranked_count
 from .export import ExportContext, export_selection
@@ -375,7 +376,8 @@ class ActiveLearningRun:
         return self.run_dir / "checkpoints" / f"cycle_{cycle:02d}.pt"
 
     def _build(self) -> tuple[torch.nn.Module, LossRanker | None]:
-        return build_models(self.adapter, self.cfg, self.device, self.strategy.trains_ranker)
+        return build_models(self.adapter, self.cfg, self.device,
+                            self.strategy.trains_ranker or self.cfg.ranker.train_with_all_strategies)
 
     def _train_and_evaluate(self, cycle: int, labeled: np.ndarray) -> tuple[torch.nn.Module, LossRanker | None]:
         gen = seed_everything(derive_seed(self.cfg.seed, cycle, "train"))
@@ -442,16 +444,24 @@ class ActiveLearningRun:
         record = self.state.cycle(cycle)
         record.timings["select_s"] = seconds
         record.selected = True
-        if self.cfg.logging.candidate_scores and selection.candidate_scores is not None \
-                and self.cfg.labels.mode == "oracle":
-            self._write_candidates(cycle, model, subset, selection)
+        oracle = self.cfg.labels.mode == "oracle"
+        losses = None
+        if oracle and (self.cfg.logging.diagnostics or (self.cfg.logging.candidate_scores
+                                                         and selection.candidate_scores is not None)):
+            losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device, self.dist)
+        if self.cfg.logging.candidate_scores and selection.candidate_scores is not None and losses is not None:
+            self._write_candidates(cycle, subset, selection, losses)
+        if self.cfg.logging.diagnostics:
+            entropy = self.adapter.labeled_stats(selection.indices).get("labeled_class_entropy") if oracle else None
+            record.metrics.update(selection.diagnostics)
+            record.metrics.update(pick_diagnostics(subset, selection.indices, selection.candidate_scores,
+                                                   selection.candidate_rank, losses, entropy))
         self._record_selection(cycle, self.strategy.name, selection, model, subset)
         LOG.info("cycle %d: %s selected %d of %d scored images in %.1fs", cycle, self.strategy.name,
                  len(selection.indices), len(subset), seconds)
 
-    def _write_candidates(self, cycle: int, model: torch.nn.Module, subset: np.ndarray, selection: Selection) -> None:
+    def _write_candidates(self, cycle: int, subset: np.ndarray, selection: Selection, losses: np.ndarray) -> None:
         """``image_id,score,true_loss,selected`` for every scored candidate (the paper's Fig. 8)."""
-        losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device, self.dist)
         if not self.dist.is_main:
             return
         chosen = set(selection.indices.tolist())

@@ -19,7 +19,7 @@ from .config import BaseConfig, TrainConfig, VAEConfig
 from .distributed import Distributed
 from .ranker import RANK_LOSSES, LossRanker, pool_features
 from .runtime import Precision, progress
-from .vae import RANK_TRANSFORMS, ConditionalVAE, Discriminator, vae_loss
+from .vae import RANK_TRANSFORMS, VAE_INPUT_NORMS, ConditionalVAE, Discriminator, vae_loss
 
 # ---------------------------------------------------------------- optimizers and schedules
 
@@ -235,11 +235,6 @@ def true_losses(model: nn.Module, adapter: TaskAdapter, indices: np.ndarray, cfg
 
 # ---------------------------------------------------------------- the VAE / discriminator game
 
-def _to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [-1, 1], the VAE's input and reconstruction target."""
-    return x_uint8.float().div_(127.5).sub_(1.0)
-
-
 def _infinite(n: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless full batches of a shuffled 0..n-1, reshuffled each pass (VAAL's cycling loaders)."""
     batch = min(batch, n)
@@ -270,9 +265,13 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
               r_u: torch.Tensor | None, cfg: BaseConfig, precision: Precision, device: torch.device,
               generator: torch.Generator,
               on_log: Callable[[int, float, float], None] | None = None,
-              dist: Distributed = Distributed()) -> VAEResult:
+              dist: Distributed = Distributed(), *, disc_r_l: torch.Tensor | None = None,
+              disc_r_u: torch.Tensor | None = None) -> VAEResult:
     """VAAL's adversarial game, conditioned on r when given (TA-VAAL) and unconditioned
     otherwise (VAAL). ``images_*`` are uint8 at the VAE resolution, already on ``device``.
+    ``r_*`` is r as the VAE reads it, ``disc_r_*`` as the discriminator reads it (default: the
+    same; the reference gives the VAE sigmoid(r) and D raw r). The VAE's input scale
+    (``vae.input_norm``) is set from labeled ∪ subset and kept in the returned VAE.
 
     Under DDP the VAE and discriminator are replicas; ``vae.batch_size`` is the global batch,
     drawn identically on every rank, of which each rank takes its strided share."""
@@ -286,8 +285,11 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
                          f"images leaves a rank of {dist.world_size} without images; raise vae.batch_size or use fewer "
                          "processes")
     cond = 1 if r_l is not None else 0
+    disc_r_l = r_l if disc_r_l is None else disc_r_l
+    disc_r_u = r_u if disc_r_u is None else disc_r_u
     vae_module = ConditionalVAE(v.size, v.z_dim, cond, v.width).to(device)
-    disc_module = Discriminator(v.z_dim, cond).to(device)
+    vae_module.set_input_scale(*VAE_INPUT_NORMS[v.input_norm](torch.cat([images_l, images_u])))
+    disc_module = Discriminator(v.z_dim, cond, init=v.disc_init).to(device)
     if device.type == "cuda" and cfg.train.channels_last:
         vae_module = vae_module.to(memory_format=torch.channels_last)
     opt_v = torch.optim.Adam(vae_module.parameters(), lr=v.lr)
@@ -309,17 +311,18 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
     for it in progress(range(iterations), "vae+discriminator", iterations,
                        cfg.logging.log_every if dist.is_main else None):
         idx_l, idx_u = dist.split_batch(next(it_l)), dist.split_batch(next(it_u))
-        x_l = _to_unit(images_l[idx_l.to(images_l.device)])
-        x_u = _to_unit(images_u[idx_u.to(images_u.device)])
+        x_l = vae_module.normalize(images_l[idx_l.to(images_l.device)])
+        x_u = vae_module.normalize(images_u[idx_u.to(images_u.device)])
         rl, ru = pick_r(r_l, idx_l), pick_r(r_u, idx_u)
+        dl, du = pick_r(disc_r_l, idx_l), pick_r(disc_r_u, idx_u)
         ones_l = torch.ones(x_l.shape[0], device=device)
         ones_u = torch.ones(x_u.shape[0], device=device)
         for _ in range(v.vae_steps):
             with precision.autocast():
                 rec_l, mu_l, lv_l = vae(x_l, rl)
                 rec_u, mu_u, lv_u = vae(x_u, ru)
-                adv = (F.binary_cross_entropy_with_logits(disc(mu_l, rl).float(), ones_l)
-                       + F.binary_cross_entropy_with_logits(disc(mu_u, ru).float(), ones_u))
+                adv = (F.binary_cross_entropy_with_logits(disc(mu_l, dl).float(), ones_l)
+                       + F.binary_cross_entropy_with_logits(disc(mu_u, du).float(), ones_u))
                 loss_v = (vae_loss(x_l, rec_l, mu_l, lv_l, v.beta) + vae_loss(x_u, rec_u, mu_u, lv_u, v.beta)
                           + v.adversary_weight * adv)
             opt_v.zero_grad(set_to_none=True)
@@ -329,8 +332,8 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
                 mu_l = vae_module.encode(x_l)[0]
                 mu_u = vae_module.encode(x_u)[0]
             with precision.autocast():
-                loss_d = (F.binary_cross_entropy_with_logits(disc(mu_l, rl).float(), ones_l)
-                          + F.binary_cross_entropy_with_logits(disc(mu_u, ru).float(), torch.zeros_like(ones_u)))
+                loss_d = (F.binary_cross_entropy_with_logits(disc(mu_l, dl).float(), ones_l)
+                          + F.binary_cross_entropy_with_logits(disc(mu_u, du).float(), torch.zeros_like(ones_u)))
             opt_d.zero_grad(set_to_none=True)
             precision.step(loss_d, [opt_d])
         last_v, last_d = float(loss_v.detach()), float(loss_d.detach())
@@ -342,17 +345,31 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
 
 
 @torch.inference_mode()
+def vae_means(vae: ConditionalVAE, images: torch.Tensor, batch_size: int, precision: Precision,
+              dist: Distributed = Distributed()) -> torch.Tensor:
+    """The VAE's μ for every image, in order (sharded over ranks and gathered like the scores)."""
+    vae.eval()
+    out = []
+    for batch in batch_slices(dist.shard_batches(np.arange(len(images)), batch_size), batch_size):
+        idx = torch.as_tensor(batch)
+        with precision.autocast():
+            out.append(vae.encode(vae.normalize(images[idx.to(images.device)]))[0].float().cpu())
+    return _gather_rows(out, dist)
+
+
+@torch.inference_mode()
 def discriminator_logits(vae: ConditionalVAE, disc: Discriminator, images: torch.Tensor,
                          r: torch.Tensor | None, batch_size: int, precision: Precision,
                          dist: Distributed = Distributed()) -> torch.Tensor:
     """D(μ, r) logits for every image, in order (low = looks unlabeled = selected first);
-    under DDP each rank scores a contiguous run of whole batches, gathered in order."""
+    ``r`` as the discriminator reads it. Under DDP each rank scores a contiguous run of whole
+    batches, gathered in order."""
     vae.eval()
     disc.eval()
     out = []
     for batch in batch_slices(dist.shard_batches(np.arange(len(images)), batch_size), batch_size):
         idx = torch.as_tensor(batch)
-        x = _to_unit(images[idx.to(images.device)])
+        x = vae.normalize(images[idx.to(images.device)])
         rr = None if r is None else r[idx.to(r.device)]
         with precision.autocast():
             mu, _ = vae.encode(x)

@@ -15,7 +15,7 @@ from .export import check_export_options
 from .ranker import RANK_LOSSES
 from .strategies import STRATEGIES
 from .training import OPTIMIZERS, SCHEDULES
-from .vae import RANK_TRANSFORMS
+from .vae import DISC_INITS, RANK_TRANSFORMS, VAE_INPUT_NORMS
 
 C = TypeVar("C", bound=BaseConfig)
 
@@ -58,6 +58,10 @@ def validate_core(cfg: BaseConfig) -> None:
     require(v.iterations is None or v.iterations >= 0, "vae.iterations", "null or >= 0", v.iterations)
     require(v.vae_steps >= 1 and v.disc_steps >= 1, "vae.vae_steps/disc_steps", "at least 1", (v.vae_steps, v.disc_steps))
     require(v.rank_transform in RANK_TRANSFORMS, "vae.rank_transform", _one_of(RANK_TRANSFORMS), v.rank_transform)
+    require(v.disc_rank_transform is None or v.disc_rank_transform in RANK_TRANSFORMS, "vae.disc_rank_transform",
+            "null (= vae.rank_transform) or " + _one_of(RANK_TRANSFORMS), v.disc_rank_transform)
+    require(v.input_norm in VAE_INPUT_NORMS, "vae.input_norm", _one_of(VAE_INPUT_NORMS), v.input_norm)
+    require(v.disc_init in DISC_INITS, "vae.disc_init", _one_of(DISC_INITS), v.disc_init)
     require(cfg.distributed.timeout_s > 0, "distributed.timeout_s", "a positive number of seconds",
             cfg.distributed.timeout_s)
     require(not cfg.distributed.sync_bn or cfg.device != "cpu", "distributed.sync_bn",
