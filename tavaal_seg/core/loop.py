@@ -99,6 +99,12 @@ class ActiveLearningRun:
         self.groups = group_labels(cfg.active, self.pool.ids)  # None without active.group_by
         check_group_capacity(cfg.active, self.groups)
         self._check_budget()
+        t = cfg.train
+        if t.schedule == "multistep" and t.milestones and min(t.milestones) >= t.epochs:
+            # easy to miss: --epochs 40 keeps the config's milestones [160], so the LR never drops
+            LOG.warning("train.milestones %s are all at or after train.epochs %d: the learning rate never decays; "
+                        "scale them with the epochs (the paper drops at 80%%: --set train.milestones=[%d])",
+                        t.milestones, t.epochs, max(1, int(t.epochs * 0.8)))
         self._writer: Any = None
         self._lock = RunDirLock(self.run_dir)
 
