@@ -7,6 +7,7 @@ same selections as an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -511,7 +512,7 @@ def constrained(ranked: Selection, ctx: SelectionContext, k: int, pool_groups: S
     groups = None if pool_groups is None else [pool_groups[i] for i in ranked.indices.tolist()]
     pos = constrain(ranked.indices, k, ctx.cfg.active, groups,
                     lambda p: ctx.pass_over(ranked.indices[p], frozenset({"embedding"})).embedding)
-    return Selection(ranked.indices[pos], ranked.scores[pos], ranked.candidate_scores)
+    return dataclasses.replace(ranked, indices=ranked.indices[pos], scores=ranked.scores[pos])
 
 
 def run_active_learning(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False,
