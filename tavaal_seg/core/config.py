@@ -83,10 +83,11 @@ class VAEConfig:
     adversary_weight: float = 1.0
     vae_steps: int = 1                # VAE steps per discriminator step (TA-VAAL 1, VAAL 2)
     disc_steps: int = 1
-    rank_transform: str = "zscore"    # zscore | sigmoid | raw — how r enters the VAE (and D, unless ...)
-    disc_rank_transform: str | None = None  # ... set here: how r enters the discriminator (reference: raw)
-    input_norm: str = "unit"          # unit ([-1, 1], VAAL) | standardize (per channel, as the reference's inputs)
-    disc_init: str = "default"        # default (PyTorch) | kaiming (the reference's kaiming-normal, zero bias)
+    # how r enters the game; the defaults are the TA-VAAL reference's (docs/method.md, "the VAE game")
+    rank_transform: str = "sigmoid"   # sigmoid | zscore | raw — r as the VAE's decoder reads it
+    disc_rank_transform: str | None = "raw"  # r as the discriminator reads it; null = the same as rank_transform
+    input_norm: str = "standardize"   # standardize (per channel, like the reference's inputs) | unit ([-1, 1], VAAL)
+    disc_init: str = "kaiming"        # kaiming (the reference's kaiming-normal, zero bias) | default (PyTorch's)
 
 
 @dataclass
