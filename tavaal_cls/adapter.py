@@ -166,7 +166,7 @@ class ClassificationAdapter:
         return predictive_entropy(logits)
 
     def new_metric(self) -> Accuracy:
-        return Accuracy(self.num_classes)
+        return Accuracy(self.num_classes, class_names=self.class_names)
 
     def vae_images(self, indices: np.ndarray, size: Sequence[int]) -> torch.Tensor:
         x = center_crop(self.data.train.images[torch.as_tensor(np.asarray(indices), dtype=torch.long)], self.data.crop)

@@ -118,6 +118,9 @@ class RankerConfig:
     margin: float = option(1.0, "margin of the margin ranking loss")
     weight: float = option(1.0, "eta in L = L_task + eta * L_rank")
     detach_fraction: float = option(0.6, "stop ranker gradients into the backbone after this share of epochs")
+    train_with_all_strategies: bool = option(
+        False, "train the ranker jointly for every strategy (the reference's always-true `if`), so strategies "
+        "compare under one training objective")
 
 
 @dataclass
@@ -133,8 +136,14 @@ class VAEConfig:
     adversary_weight: float = option(1.0, "weight of the VAE's adversarial loss")
     vae_steps: int = option(1, "VAE steps per discriminator step (TA-VAAL 1, VAAL 2)")
     disc_steps: int = option(1, "discriminator steps per iteration")
-    rank_transform: str = option("zscore", "how the ranker's r enters the VAE and the discriminator",
-                                 choices="tavaal_seg.core.vae:RANK_TRANSFORMS")
+    # how r enters the game; the defaults are the TA-VAAL reference's (docs/method.md, "the VAE game")
+    rank_transform: str = option("sigmoid", "r as the VAE's decoder reads it", choices="tavaal_seg.core.vae:RANK_TRANSFORMS")
+    disc_rank_transform: str | None = option("raw", "r as the discriminator reads it; null: the same as vae.rank_transform",
+                                             choices="tavaal_seg.core.vae:RANK_TRANSFORMS")
+    input_norm: str = option("standardize", "standardize (per channel, like the reference's inputs) or unit ([-1, 1], "
+                             "VAAL)", choices="tavaal_seg.core.vae:VAE_INPUT_NORMS")
+    disc_init: str = option("kaiming", "kaiming (the reference's kaiming-normal, zero bias) or default (PyTorch's)",
+                            choices="tavaal_seg.core.vae:DISC_INITS")
     fast_step: str | bool = option("auto", "the VAE + discriminator iteration, as train.fast_step",
                                    choices="tavaal_seg.core.steps:FAST_STEP_MODES")
 
@@ -157,6 +166,8 @@ class LoggingConfig:
                                  "class shares of the picks and of a pool sample; tools/report.py) and a TensorBoard grid")
     preview_pool_sample: int = option(256, "unlabeled candidates whose predictions estimate the pool's class shares")
     thumbnail_size: int = option(192, "longest side of a preview thumbnail, pixels")
+    diagnostics: bool = option(False, "sel_* columns in metrics.csv: what D separates by (mu, r), how the picks "
+                                      "follow r, their true loss and class balance (core.diagnostics; for studies)")
 
 
 LABEL_MODES = ("oracle", "human")

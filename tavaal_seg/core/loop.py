@@ -7,6 +7,7 @@ same selections as an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -19,6 +20,7 @@ import torch
 
 from .adapter import Pool, TaskAdapter
 from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
+from .diagnostics import pick_diagnostics
 from .distributed import Distributed
 from .diversity import check_group_capacity, constrain, group_labels, ranked_count
 from .errors import DataError, RunDirError
@@ -139,6 +141,12 @@ class ActiveLearningRun:
         self.groups = group_labels(cfg.active, self.pool.ids)  # None without active.group_by
         check_group_capacity(cfg.active, self.groups)
         self._check_budget()
+        t = cfg.train
+        if t.schedule == "multistep" and t.milestones and min(t.milestones) >= t.epochs:
+            # easy to miss: --epochs 40 keeps the config's milestones [160], so the LR never drops
+            LOG.warning("train.milestones %s are all at or after train.epochs %d: the learning rate never decays; "
+                        "scale them with the epochs (the paper drops at 80%%: --set train.milestones=[%d])",
+                        t.milestones, t.epochs, max(1, int(t.epochs * 0.8)))
         self._writer: Any = None
         self._lock = RunDirLock(self.run_dir)
 
@@ -404,7 +412,8 @@ class ActiveLearningRun:
         return self.run_dir / "checkpoints" / f"cycle_{cycle:02d}.pt"
 
     def _build(self) -> tuple[torch.nn.Module, LossRanker | None]:
-        return build_models(self.adapter, self.cfg, self.device, self.strategy.trains_ranker)
+        return build_models(self.adapter, self.cfg, self.device,
+                            self.strategy.trains_ranker or self.cfg.ranker.train_with_all_strategies)
 
     def _train_and_evaluate(self, cycle: int, labeled: np.ndarray) -> tuple[torch.nn.Module, LossRanker | None]:
         gen = seed_everything(derive_seed(self.cfg.seed, cycle, "train"))
@@ -468,16 +477,24 @@ class ActiveLearningRun:
         record = self.state.cycle(cycle)
         record.timings["select_s"] = seconds
         record.selected = True
-        if self.cfg.logging.candidate_scores and selection.candidate_scores is not None \
-                and self.cfg.labels.mode == "oracle":
-            self._write_candidates(cycle, model, subset, selection)
+        oracle = self.cfg.labels.mode == "oracle"
+        losses = None
+        if oracle and (self.cfg.logging.diagnostics or (self.cfg.logging.candidate_scores
+                                                         and selection.candidate_scores is not None)):
+            losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device, self.dist)
+        if self.cfg.logging.candidate_scores and selection.candidate_scores is not None and losses is not None:
+            self._write_candidates(cycle, subset, selection, losses)
+        if self.cfg.logging.diagnostics:
+            entropy = self.adapter.labeled_stats(selection.indices).get("labeled_class_entropy") if oracle else None
+            record.metrics.update(selection.diagnostics)
+            record.metrics.update(pick_diagnostics(subset, selection.indices, selection.candidate_scores,
+                                                   selection.candidate_rank, losses, entropy))
         self._record_selection(cycle, self.strategy.name, selection, model, subset)
         LOG.info("cycle %d: %s selected %d of %d scored images in %.1fs", cycle, self.strategy.name,
                  len(selection.indices), len(subset), seconds)
 
-    def _write_candidates(self, cycle: int, model: torch.nn.Module, subset: np.ndarray, selection: Selection) -> None:
+    def _write_candidates(self, cycle: int, subset: np.ndarray, selection: Selection, losses: np.ndarray) -> None:
         """``image_id,score,true_loss,selected`` for every scored candidate (the paper's Fig. 8)."""
-        losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device, self.dist)
         if not self.dist.is_main:
             return
         chosen = set(selection.indices.tolist())
@@ -521,7 +538,7 @@ def constrained(ranked: Selection, ctx: SelectionContext, k: int, pool_groups: S
     groups = None if pool_groups is None else [pool_groups[i] for i in ranked.indices.tolist()]
     pos = constrain(ranked.indices, k, ctx.cfg.active, groups,
                     lambda p: ctx.pass_over(ranked.indices[p], frozenset({"embedding"})).embedding)
-    return Selection(ranked.indices[pos], ranked.scores[pos], ranked.candidate_scores)
+    return dataclasses.replace(ranked, indices=ranked.indices[pos], scores=ranked.scores[pos])
 
 
 def run_active_learning(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, resume: bool = False,

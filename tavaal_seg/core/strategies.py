@@ -3,19 +3,20 @@ how it scores the unlabeled subset; the cycle loop does the rest the same way fo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .adapter import TaskAdapter
 from .config import BaseConfig
+from .diagnostics import game_diagnostics
 from .distributed import Distributed
 from .diversity import k_center_order
 from .ranker import LossRanker
 from .registry import Registry
 from .runtime import Precision
-from .training import PassOutputs, discriminator_logits, model_pass, train_vae, transform_rank
+from .training import PassOutputs, discriminator_logits, model_pass, train_vae, transform_rank, vae_means
 
 
 class StreamingTopK:
@@ -76,6 +77,10 @@ class Selection:
     # the score of every candidate (aligned with ctx.candidates) when the strategy has one per
     # candidate; studies plot it against the true loss (None: coreset's distances change as it picks)
     candidate_scores: np.ndarray | None = None
+    # the ranker's r of every candidate (lloss, tavaal) and what the strategy measured about its
+    # own decision (logging.diagnostics; see core.diagnostics), for studies
+    candidate_rank: torch.Tensor | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 SelectFn = Callable[[SelectionContext], Selection]
@@ -110,7 +115,8 @@ def _entropy(ctx: SelectionContext) -> Selection:
 
 def _lloss(ctx: SelectionContext) -> Selection:
     out = ctx.pass_over(ctx.candidates, frozenset({"rank"}))
-    return Selection(*top_k(out.rank, ctx.candidates, ctx.budget, largest=True), out.rank.cpu().numpy())
+    return Selection(*top_k(out.rank, ctx.candidates, ctx.budget, largest=True), out.rank.cpu().numpy(),
+                     candidate_rank=out.rank.cpu())
 
 
 def k_center_greedy(labeled: torch.Tensor, candidates: torch.Tensor, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -138,11 +144,15 @@ def _adversarial(ctx: SelectionContext, conditioned: bool) -> Selection:
     """VAAL (conditioned=False) and TA-VAAL: train the VAE and discriminator on labeled vs
     subset images, then pick the subset images D finds least labeled-like."""
     cfg = ctx.cfg
-    r_l = r_u = None
+    r_l = r_u = d_l = d_u = raw_u = None
     if conditioned:
         both = np.concatenate([ctx.labeled, ctx.candidates])
-        r = transform_rank(ctx.pass_over(both, frozenset({"rank"})).rank, cfg.vae.rank_transform).to(ctx.device)
-        r_l, r_u = r[: len(ctx.labeled)], r[len(ctx.labeled):]
+        raw = ctx.pass_over(both, frozenset({"rank"})).rank
+        raw_u = raw[len(ctx.labeled):].cpu()
+        n = len(ctx.labeled)
+        r = transform_rank(raw, cfg.vae.rank_transform).to(ctx.device)
+        d = transform_rank(raw, cfg.vae.disc_rank_transform or cfg.vae.rank_transform).to(ctx.device)
+        r_l, r_u, d_l, d_u = r[:n], r[n:], d[:n], d[n:]
     images_l = ctx.adapter.vae_images(ctx.labeled, cfg.vae.size).to(ctx.device)
     images_u = ctx.adapter.vae_images(ctx.candidates, cfg.vae.size).to(ctx.device)
 
@@ -150,11 +160,19 @@ def _adversarial(ctx: SelectionContext, conditioned: bool) -> Selection:
         ctx.log_scalar("vae/vae_loss", vae_loss, it)
         ctx.log_scalar("vae/discriminator_loss", disc_loss, it)
 
-    game = train_vae(images_l, images_u, r_l, r_u, cfg, ctx.precision, ctx.device, ctx.generator, log, ctx.dist)
-    logits = discriminator_logits(game.vae, game.discriminator, images_u, r_u, cfg.eval.batch_size, ctx.precision,
+    game = train_vae(images_l, images_u, r_l, r_u, cfg, ctx.precision, ctx.device, ctx.generator, log, ctx.dist,
+                     disc_r_l=d_l, disc_r_u=d_u)
+    logits = discriminator_logits(game.vae, game.discriminator, images_u, d_u, cfg.eval.batch_size, ctx.precision,
                                   ctx.dist)
     items, scores = top_k(logits, ctx.candidates, ctx.budget, largest=False)
-    return Selection(items, 1.0 / (1.0 + np.exp(-scores)), torch.sigmoid(logits.double()).cpu().numpy())
+    diagnostics = {}
+    if cfg.logging.diagnostics:
+        mu_l = vae_means(game.vae, images_l, cfg.eval.batch_size, ctx.precision, ctx.dist)
+        mu_u = vae_means(game.vae, images_u, cfg.eval.batch_size, ctx.precision, ctx.dist)
+        diagnostics = game_diagnostics(game.discriminator, mu_l, mu_u, d_l, d_u)
+    return Selection(items, torch.sigmoid(torch.as_tensor(scores, dtype=torch.float64)).numpy(),
+                     torch.sigmoid(logits.double()).cpu().numpy(),
+                     candidate_rank=raw_u, diagnostics=diagnostics)
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", "active.strategy", "register_strategy", (

@@ -3,6 +3,8 @@ per-sample task loss (the ranker's target), the predictive entropy and top-1 acc
 is an image; a segmentation sample's values average over its valid (non-ignore) pixels."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -31,8 +33,10 @@ class Accuracy:
     """Top-1 accuracy over valid targets (per image for classification, per pixel for dense
     targets), counted per class so that ranks' counts merge exactly."""
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_NONE) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_NONE,
+                 class_names: Sequence[str] | None = None) -> None:
         self.ignore_index = ignore_index
+        self.class_names = None if class_names is None else tuple(class_names)
         self.correct = torch.zeros(num_classes, dtype=torch.long)
         self.total = torch.zeros(num_classes, dtype=torch.long)
 
@@ -50,4 +54,8 @@ class Accuracy:
         self.total += other.total
 
     def compute(self) -> dict[str, float]:
-        return {"accuracy": float(self.correct.sum()) / max(1, int(self.total.sum()))}
+        out = {"accuracy": float(self.correct.sum()) / max(1, int(self.total.sum()))}
+        if self.class_names is not None:  # per-class accuracy (like IoU/<class>); absent classes left out
+            out.update({f"acc/{name}": int(c) / int(t)
+                        for name, c, t in zip(self.class_names, self.correct, self.total) if int(t) > 0})
+        return out

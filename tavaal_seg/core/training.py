@@ -30,7 +30,7 @@ from .steps import (
     resolve_fast_step,
     to_device_once,
 )
-from .vae import RANK_TRANSFORMS, ConditionalVAE, Discriminator, vae_loss
+from .vae import RANK_TRANSFORMS, VAE_INPUT_NORMS, ConditionalVAE, Discriminator, vae_loss
 
 # ---------------------------------------------------------------- schedules
 
@@ -297,11 +297,6 @@ def true_losses(model: nn.Module, adapter: TaskAdapter, indices: np.ndarray, cfg
 
 # ---------------------------------------------------------------- the VAE / discriminator game
 
-def _to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [-1, 1], the VAE's input and reconstruction target."""
-    return x_uint8.float().div_(127.5).sub_(1.0)
-
-
 def cycling_batches(n: int, batch: int, generator: torch.Generator,
                     device: torch.device = torch.device("cpu")) -> Iterator[torch.Tensor]:
     """Endless full batches of a shuffled 0..n-1, reshuffled each pass (VAAL's cycling loaders).
@@ -331,57 +326,66 @@ def vae_iterations(v: VAEConfig, n_labeled: int, n_unlabeled: int) -> int:
     return max(1, (n_labeled + n_unlabeled) * v.epochs // v.batch_size)
 
 
+def _rows(r: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
+    return None if r is None else r[idx.to(r.device)]
+
+
 class VAEGameStep:
     """One iteration of VAAL's game on index batches into the labeled and subset images (uint8,
     on the device): ``vae.vae_steps`` VAE steps (reconstruction + β·KLD of both batches, plus the
     adversarial term that asks D to call every μ labeled), then ``vae.disc_steps`` discriminator
-    steps (labeled μ -> 1, subset μ -> 0), r entering both networks when given (TA-VAAL). The
-    last losses stay on the device until someone asks for them."""
+    steps (labeled μ -> 1, subset μ -> 0), r entering both networks when given (TA-VAAL): ``r_*``
+    as the VAE reads it, ``disc_r_*`` as the discriminator does. Images enter the VAE scaled by its
+    ``normalize`` (``vae.input_norm``), which is also the reconstruction target. The last losses
+    stay on the device until someone asks for them."""
 
     def __init__(self, vae: nn.Module, disc: nn.Module, encoder: ConditionalVAE, images_l: torch.Tensor,
                  images_u: torch.Tensor, r_l: torch.Tensor | None, r_u: torch.Tensor | None, v: VAEConfig,
                  precision: Precision, opt_v: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                 device: torch.device, compile_loss: bool = False) -> None:
+                 device: torch.device, compile_loss: bool = False, disc_r_l: torch.Tensor | None = None,
+                 disc_r_u: torch.Tensor | None = None) -> None:
         self.vae, self.disc, self.encoder = vae, disc, encoder
         self.images_l, self.images_u, self.r_l, self.r_u = images_l, images_u, r_l, r_u
+        self.disc_r_l = r_l if disc_r_l is None else disc_r_l
+        self.disc_r_u = r_u if disc_r_u is None else disc_r_u
         self.v, self.precision, self.opt_v, self.opt_d = v, precision, opt_v, opt_d
         self.last = torch.full((2,), float("nan"), device=device)  # VAE loss, discriminator loss
         self.vae_loss = compiled(self._vae_loss, device) if compile_loss else self._vae_loss
         self.disc_loss = compiled(self._disc_loss, device) if compile_loss else self._disc_loss
 
-    def _vae_loss(self, x_l: torch.Tensor, x_u: torch.Tensor, rl: torch.Tensor | None,
-                  ru: torch.Tensor | None) -> torch.Tensor:
+    def _vae_loss(self, x_l: torch.Tensor, x_u: torch.Tensor, rl: torch.Tensor | None, ru: torch.Tensor | None,
+                  dl: torch.Tensor | None, du: torch.Tensor | None) -> torch.Tensor:
         ones_l = torch.ones(x_l.shape[0], device=x_l.device)
         ones_u = torch.ones(x_u.shape[0], device=x_u.device)
         with self.precision.autocast():
             rec_l, mu_l, lv_l = self.vae(x_l, rl)
             rec_u, mu_u, lv_u = self.vae(x_u, ru)
-            adv = (F.binary_cross_entropy_with_logits(self.disc(mu_l, rl).float(), ones_l)
-                   + F.binary_cross_entropy_with_logits(self.disc(mu_u, ru).float(), ones_u))
+            adv = (F.binary_cross_entropy_with_logits(self.disc(mu_l, dl).float(), ones_l)
+                   + F.binary_cross_entropy_with_logits(self.disc(mu_u, du).float(), ones_u))
             return (vae_loss(x_l, rec_l, mu_l, lv_l, self.v.beta) + vae_loss(x_u, rec_u, mu_u, lv_u, self.v.beta)
                     + self.v.adversary_weight * adv)
 
-    def _disc_loss(self, x_l: torch.Tensor, x_u: torch.Tensor, rl: torch.Tensor | None,
-                   ru: torch.Tensor | None) -> torch.Tensor:
+    def _disc_loss(self, x_l: torch.Tensor, x_u: torch.Tensor, dl: torch.Tensor | None,
+                   du: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad(), self.precision.autocast():
             mu_l = self.encoder.encode(x_l)[0]
             mu_u = self.encoder.encode(x_u)[0]
         with self.precision.autocast():
-            d_l, d_u = self.disc(mu_l, rl).float(), self.disc(mu_u, ru).float()
+            d_l, d_u = self.disc(mu_l, dl).float(), self.disc(mu_u, du).float()
             return (F.binary_cross_entropy_with_logits(d_l, torch.ones_like(d_l))
                     + F.binary_cross_entropy_with_logits(d_u, torch.zeros_like(d_u)))
 
     def __call__(self, idx_l: torch.Tensor, idx_u: torch.Tensor, variant: Any = None) -> None:
-        x_l = _to_unit(self.images_l[idx_l.to(self.images_l.device)])
-        x_u = _to_unit(self.images_u[idx_u.to(self.images_u.device)])
-        rl = None if self.r_l is None else self.r_l[idx_l.to(self.r_l.device)]
-        ru = None if self.r_u is None else self.r_u[idx_u.to(self.r_u.device)]
+        x_l = self.encoder.normalize(self.images_l[idx_l.to(self.images_l.device)])
+        x_u = self.encoder.normalize(self.images_u[idx_u.to(self.images_u.device)])
+        rl, ru = _rows(self.r_l, idx_l), _rows(self.r_u, idx_u)
+        dl, du = _rows(self.disc_r_l, idx_l), _rows(self.disc_r_u, idx_u)
         for _ in range(self.v.vae_steps):
-            loss_v = self.vae_loss(x_l, x_u, rl, ru)
+            loss_v = self.vae_loss(x_l, x_u, rl, ru, dl, du)
             self.opt_v.zero_grad(set_to_none=True)
             self.precision.step(loss_v, [self.opt_v])
         for _ in range(self.v.disc_steps):
-            loss_d = self.disc_loss(x_l, x_u, rl, ru)
+            loss_d = self.disc_loss(x_l, x_u, dl, du)
             self.opt_d.zero_grad(set_to_none=True)
             self.precision.step(loss_d, [self.opt_d])
         self.last.copy_(torch.stack([loss_v.detach().float(), loss_d.detach().float()]))
@@ -401,14 +405,18 @@ class VAEGame:
 
 def vae_game(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor | None, r_u: torch.Tensor | None,
              cfg: BaseConfig, precision: Precision, device: torch.device,
-             dist: Distributed = Distributed()) -> VAEGame:
+             dist: Distributed = Distributed(), *, disc_r_l: torch.Tensor | None = None,
+             disc_r_u: torch.Tensor | None = None) -> VAEGame:
+    """The VAE (its input scale, ``vae.input_norm``, set from labeled ∪ subset), the
+    discriminator (``vae.disc_init``), their optimizers and the step, ready to iterate."""
     v = cfg.vae
     mode = resolve_fast_step(v.fast_step, "vae.fast_step", device, precision, dist)
     if mode == "compile":
         reset_compiled()
     cond = 1 if r_l is not None else 0
     vae_module = ConditionalVAE(v.size, v.z_dim, cond, v.width).to(device)
-    disc_module = Discriminator(v.z_dim, cond).to(device)
+    vae_module.set_input_scale(*VAE_INPUT_NORMS[v.input_norm](torch.cat([images_l, images_u])))
+    disc_module = Discriminator(v.z_dim, cond, init=v.disc_init).to(device)
     if device.type == "cuda" and cfg.train.channels_last:
         vae_module = vae_module.to(memory_format=torch.channels_last)
     fast = mode != "off"
@@ -416,7 +424,7 @@ def vae_game(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor |
     opt_d = make_optimizer(torch.optim.Adam, disc_module.parameters(), v.lr, fast, device)
     vae, disc = dist.wrap(vae_module, device), dist.wrap(disc_module, device)
     step = VAEGameStep(vae, disc, vae_module, images_l, images_u, r_l, r_u, v, precision, opt_v, opt_d, device,
-                       compile_loss=mode == "compile")
+                       compile_loss=mode == "compile", disc_r_l=disc_r_l, disc_r_u=disc_r_u)
     runner = StepRunner(step, capture=mode == "graphs", fallback=v.fast_step == "auto", name="vae.fast_step")
     return VAEGame(vae_module, disc_module, step, runner, mode)
 
@@ -425,9 +433,13 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
               r_u: torch.Tensor | None, cfg: BaseConfig, precision: Precision, device: torch.device,
               generator: torch.Generator,
               on_log: Callable[[int, float, float], None] | None = None,
-              dist: Distributed = Distributed()) -> VAEResult:
+              dist: Distributed = Distributed(), *, disc_r_l: torch.Tensor | None = None,
+              disc_r_u: torch.Tensor | None = None) -> VAEResult:
     """VAAL's adversarial game, conditioned on r when given (TA-VAAL) and unconditioned
     otherwise (VAAL). ``images_*`` are uint8 at the VAE resolution, already on ``device``.
+    ``r_*`` is r as the VAE reads it, ``disc_r_*`` as the discriminator reads it (default: the
+    same; the reference gives the VAE sigmoid(r) and D raw r). The VAE's input scale
+    (``vae.input_norm``) is set from labeled ∪ subset and kept in the returned VAE.
 
     Under DDP the VAE and discriminator are replicas; ``vae.batch_size`` is the global batch,
     drawn identically on every rank, of which each rank takes its strided share. The losses are
@@ -441,7 +453,8 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
         raise ConfigError(f"vae.batch_size {batch} (global) over {len(images_l)} labeled and {len(images_u)} subset "
                           f"images leaves a rank of {dist.world_size} without images; raise vae.batch_size or use fewer "
                           "processes")
-    game = vae_game(images_l, images_u, r_l, r_u, cfg, precision, device, dist)
+    game = vae_game(images_l, images_u, r_l, r_u, cfg, precision, device, dist, disc_r_l=disc_r_l,
+                    disc_r_u=disc_r_u)
     iterations = vae_iterations(v, len(images_l), len(images_u))
     index_device = device if game.mode != "off" else torch.device("cpu")
     it_l = cycling_batches(len(images_l), batch, generator, index_device)
@@ -466,17 +479,31 @@ def train_vae(images_l: torch.Tensor, images_u: torch.Tensor, r_l: torch.Tensor 
 
 
 @torch.inference_mode()
+def vae_means(vae: ConditionalVAE, images: torch.Tensor, batch_size: int, precision: Precision,
+              dist: Distributed = Distributed()) -> torch.Tensor:
+    """The VAE's μ for every image, in order (sharded over ranks and gathered like the scores)."""
+    vae.eval()
+    out = []
+    for batch in batch_slices(dist.shard_batches(np.arange(len(images)), batch_size), batch_size):
+        idx = torch.as_tensor(batch)
+        with precision.autocast():
+            out.append(vae.encode(vae.normalize(images[idx.to(images.device)]))[0].float().cpu())
+    return _gather_rows(out, dist)
+
+
+@torch.inference_mode()
 def discriminator_logits(vae: ConditionalVAE, disc: Discriminator, images: torch.Tensor,
                          r: torch.Tensor | None, batch_size: int, precision: Precision,
                          dist: Distributed = Distributed()) -> torch.Tensor:
     """D(μ, r) logits for every image, in order (low = looks unlabeled = selected first);
-    under DDP each rank scores a contiguous run of whole batches, gathered in order."""
+    ``r`` as the discriminator reads it. Under DDP each rank scores a contiguous run of whole
+    batches, gathered in order."""
     vae.eval()
     disc.eval()
     out = []
     for batch in batch_slices(dist.shard_batches(np.arange(len(images)), batch_size), batch_size):
         idx = torch.as_tensor(batch)
-        x = _to_unit(images[idx.to(images.device)])
+        x = vae.normalize(images[idx.to(images.device)])
         rr = None if r is None else r[idx.to(r.device)]
         with precision.autocast():
             mu, _ = vae.encode(x)

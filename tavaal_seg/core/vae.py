@@ -61,6 +61,19 @@ class ConditionalVAE(nn.Module):
             dec += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         dec.append(nn.ConvTranspose2d(chans[0], in_channels, 1))
         self.decoder = nn.Sequential(*dec)
+        # how uint8 images become the VAE's input and reconstruction target, (x - mean) / std per
+        # channel: VAAL's [-1, 1] until train_vae sets the cycle's scale (vae.input_norm); buffers,
+        # so a saved VAE scores with the scale it was trained with
+        self.register_buffer("input_mean", torch.full((1, in_channels, 1, 1), 127.5))
+        self.register_buffer("input_std", torch.full((1, in_channels, 1, 1), 127.5))
+
+    def set_input_scale(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.input_mean.copy_(mean.reshape(self.input_mean.shape))
+        self.input_std.copy_(std.reshape(self.input_std.shape))
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 B×C×H×W -> the float input (and reconstruction target) of this VAE."""
+        return (x_uint8.float() - self.input_mean) / self.input_std
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -95,7 +108,7 @@ class Discriminator(nn.Module):
     BCE-with-logits (safe under fp16/bf16) and selection ranks by the logit, which orders
     samples exactly as the sigmoid probability does."""
 
-    def __init__(self, z_dim: int = 32, cond_dim: int = 1, hidden: int = 512) -> None:
+    def __init__(self, z_dim: int = 32, cond_dim: int = 1, hidden: int = 512, init: str = "default") -> None:
         super().__init__()
         self.cond_dim = cond_dim
         self.net = nn.Sequential(
@@ -103,6 +116,7 @@ class Discriminator(nn.Module):
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, 1),
         )
+        DISC_INITS[init](self)
 
     def forward(self, mu: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
         if self.cond_dim:
@@ -123,3 +137,36 @@ def _zscore(r: torch.Tensor) -> torch.Tensor:
 RANK_TRANSFORMS: types.MappingProxyType[str, Callable[[torch.Tensor], torch.Tensor]] = types.MappingProxyType(
     {"zscore": _zscore, "sigmoid": torch.sigmoid, "raw": lambda r: r}
 )
+
+
+def _input_scale_unit(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    c = images.shape[1]
+    return torch.full((c,), 127.5), torch.full((c,), 127.5)
+
+
+def _input_scale_standardize(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = images.transpose(0, 1).reshape(images.shape[1], -1).float()
+    return flat.mean(1).cpu(), flat.std(1).clamp_min(1.0).cpu()
+
+
+# How the game's images are scaled (``vae.input_norm``), from the cycle's labeled ∪ subset
+# uint8 images: VAAL's [-1, 1], or per-channel standardisation, which is what the TA-VAAL
+# reference does (it feeds the task model's mean/std-normalised tensors, variance ~1, which
+# weighs the element-mean reconstruction term ~4-6x more against the KLD and adversarial terms).
+VAE_INPUT_NORMS: types.MappingProxyType[str, Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = \
+    types.MappingProxyType({"unit": _input_scale_unit, "standardize": _input_scale_standardize})
+
+
+def _kaiming_normal(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# The discriminator's initialisation (``vae.disc_init``): PyTorch's default, or the TA-VAAL
+# reference's kaiming-normal weights with zero biases (~2.4x larger weights, so the single r
+# input counts as much as a latent coordinate from the first step).
+DISC_INITS: types.MappingProxyType[str, Callable[[nn.Module], None]] = types.MappingProxyType(
+    {"default": lambda module: None, "kaiming": _kaiming_normal})
+
