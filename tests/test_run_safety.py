@@ -74,3 +74,23 @@ def test_resume_with_another_config_needs_force(folder_root, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.lr: 0.1 -> 0.5" in err and "--force" in err
     assert main(_args(folder_root, run, "--cycles", "1", "--resume", "--force", "--set", "train.lr=0.5")) == EXIT_OK
+
+
+def test_atomic_writes_give_new_files_the_umask_mode_and_keep_an_existing_files_mode(tmp_path):
+    import os
+    import stat
+
+    from tavaal_seg.core.runtime import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "selection.csv", "image_id\n")
+        assert stat.S_IMODE((tmp_path / "selection.csv").stat().st_mode) == 0o640  # not mkstemp's 0600
+        (tmp_path / "shared.csv").write_text("old\n")
+        os.chmod(tmp_path / "shared.csv", 0o664)
+        atomic_write_text(tmp_path / "shared.csv", "new\n")
+        assert stat.S_IMODE((tmp_path / "shared.csv").stat().st_mode) == 0o664
+        assert (tmp_path / "shared.csv").read_text() == "new\n"
+    finally:
+        os.umask(old)
+    assert not list(tmp_path.glob(".*.tmp"))

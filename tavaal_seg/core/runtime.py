@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -84,13 +85,27 @@ class Precision:
         self.scaler.update()
 
 
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: 0o666 less the process umask (read from
+    /proc on Linux; elsewhere by setting and restoring it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers see the old file or
     the new one, never half of one, even if the process is killed mid-write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, mode)  # mkstemp makes 0600: the file gets what open() would give it (or keeps its mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
