@@ -124,7 +124,8 @@ def build_parser(prog: str, description: str, config_cls: type, default_config: 
                         help="print what the run will cost and write nothing: per cycle and in total the training "
                              "steps, VAE iterations, images scored and evaluated, and an estimated time from a short "
                              "warm-up of the real steps on the chosen device (FORMAT: table, the default, or json); "
-                             "with --resume, only the cycles still to do")
+                             "with --resume, only the cycles still to do. The run dir is not touched; data a config "
+                             "generates on first use (the demo's synthetic scenes) is generated, as the run would")
     return parser
 
 
@@ -153,7 +154,8 @@ def report(message: str, dist: Distributed, rank0_speaks: bool) -> None:
 
 def dry_run(args: argparse.Namespace, cfg: BaseConfig, prog: str, make_adapter: Callable[[Any, Path], Any]) -> int:
     """``--dry-run``: the run's plan and a time estimate from a short warm-up; reads the run dir
-    (with ``--resume``) but writes nothing anywhere."""
+    (with ``--resume``) but writes nothing to it (data the adapter generates on first use, the
+    demo's synthetic scenes, is generated as the run would)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--dry-run estimates a single process; run it without torchrun")
     run_dir = Path(cfg.run_dir)
