@@ -76,6 +76,11 @@ def test_dry_run_refuses_what_the_run_would_refuse(folder_root, tmp_path, capsys
     assert cls_main(tiny_run_args(folder_root, run, "--budget", "40", "--dry-run")) == 2
     assert "the training pool has only 64" in capsys.readouterr().err
     assert not run.exists()
+    capped = ["--set", "active.group_by=regex", "--set", r"active.group_pattern=^(class\d)/",
+              "--set", "active.max_per_group=1"]  # 4 classes x 1 cannot give a selection of 8
+    assert cls_main(tiny_run_args(folder_root, run, *capped, "--dry-run")) == 2
+    assert "4 groups x 1 per group cannot give active.budget 8 picks" in capsys.readouterr().err
+    assert not run.exists()
 
 
 def test_segmentation_dry_run(tmp_path, capsys):

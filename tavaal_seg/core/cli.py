@@ -18,7 +18,7 @@ from .errors import BadInput, internal_error_message, user_message
 from .estimate import Estimate, measure, peak_gpu_mib, plan_run, vae_image_bytes
 from .labels import LabelsNeeded
 from .lock import RunDirLocked
-from .loop import ActiveLearningRun, check_budget, read_pool_ids
+from .loop import ActiveLearningRun, check_pool_inputs
 from .runtime import LOG, Precision, log_traceback, resolve_device, setup_logging
 from .state import RunState
 from .strategies import STRATEGIES, get_strategy
@@ -167,16 +167,14 @@ def dry_run(args: argparse.Namespace, cfg: BaseConfig, prog: str, make_adapter: 
     adapter = make_adapter(cfg, Path(cfg.data.root))
     load_s = time.perf_counter() - start
     pool = adapter.pool()
-    index_of = {image_id: i for i, image_id in enumerate(pool.ids)}
     state_path = run_dir / "state.json"
     resumed = bool(args.resume) and state_path.exists()
-    excluded = read_pool_ids(cfg.labels.exclude_list, "labels.exclude_list", pool, index_of, resumed)
-    initial = read_pool_ids(cfg.labels.initial_list, "labels.initial_list", pool, index_of, resumed)
-    check_budget(cfg, len(pool), len(excluded), len(initial), adapter.data_root)
-    state = RunState.load(state_path) if args.resume and state_path.exists() else None
+    inputs = check_pool_inputs(cfg, pool, adapter.data_root, resumed)
+    state = RunState.load(state_path) if resumed else None
     if state_path.exists() and not args.resume:
         LOG.warning("%s already holds a run: the real command needs --resume (or another --run-dir)", run_dir)
-    plans = plan_run(cfg, strategy, len(pool), adapter.test_size(), len(excluded), len(initial), state)
+    plans = plan_run(cfg, strategy, len(pool), adapter.test_size(), len(inputs.excluded), len(inputs.initial_ids),
+                     state)
     rates = measure(cfg, adapter, strategy, device, precision)
     rates.load_s = load_s
     est = Estimate(plans, rates, peak_gpu_mib(plans, rates, vae_image_bytes(cfg)))

@@ -116,6 +116,32 @@ def check_budget(cfg: BaseConfig, pool_size: int, n_excluded: int, n_initial_lis
         raise ConfigError(f"active.subset ({a.subset}) must be at least active.budget ({a.budget})")
 
 
+@dataclasses.dataclass
+class PoolInputs:
+    """The run's id lists resolved against the pool, checked before anything trains."""
+
+    index_of: dict[str, int]
+    excluded: list[str]
+    initial_ids: list[str]
+    groups: list[str] | None  # each pool image's group (None without active.group_by)
+
+
+def check_pool_inputs(cfg: BaseConfig, pool: Pool, data_root: Path, resumed: bool) -> PoolInputs:
+    """Read ``labels.exclude_list`` and ``labels.initial_list`` against the pool, place the images in
+    their groups, and refuse what the run cannot do (a listed id in both lists, group caps that
+    cannot fill a selection, a budget the pool cannot hold): the run and its ``--dry-run`` alike."""
+    index_of = {image_id: i for i, image_id in enumerate(pool.ids)}
+    excluded = read_pool_ids(cfg.labels.exclude_list, "labels.exclude_list", pool, index_of, resumed)
+    initial_ids = read_pool_ids(cfg.labels.initial_list, "labels.initial_list", pool, index_of, resumed)
+    clash = [i for i in initial_ids if i in set(excluded)]
+    if clash:
+        raise ConfigError(f"labels.initial_list and labels.exclude_list both name {clash[:5]}")
+    groups = group_labels(cfg.active, pool.ids)
+    check_group_capacity(cfg.active, groups)
+    check_budget(cfg, len(pool), len(excluded), len(initial_ids), data_root)
+    return PoolInputs(index_of, excluded, initial_ids, groups)
+
+
 class ActiveLearningRun:
     """One run of the cycle for a task adapter, persisted in ``run_dir``.
 
@@ -130,17 +156,9 @@ class ActiveLearningRun:
         self.precision = Precision(self.device, cfg.train.amp, force_cpu_bf16=cfg.train.amp_on_cpu)
         self.state_path = self.run_dir / "state.json"
         self.pool = adapter.pool()
-        self.index_of = {image_id: i for i, image_id in enumerate(self.pool.ids)}
-        resumed = self.state_path.exists()
-        self.excluded = read_pool_ids(cfg.labels.exclude_list, "labels.exclude_list", self.pool, self.index_of, resumed)
-        self.initial_ids = read_pool_ids(cfg.labels.initial_list, "labels.initial_list", self.pool, self.index_of,
-                                         resumed)
-        clash = [i for i in self.initial_ids if i in set(self.excluded)]
-        if clash:
-            raise ConfigError(f"labels.initial_list and labels.exclude_list both name {clash[:5]}")
-        self.groups = group_labels(cfg.active, self.pool.ids)  # None without active.group_by
-        check_group_capacity(cfg.active, self.groups)
-        self._check_budget()
+        inputs = check_pool_inputs(cfg, self.pool, adapter.data_root, resumed=self.state_path.exists())
+        self.index_of, self.excluded, self.initial_ids = inputs.index_of, inputs.excluded, inputs.initial_ids
+        self.groups = inputs.groups
         t = cfg.train
         if t.schedule == "multistep" and t.milestones and min(t.milestones) >= t.epochs:
             # easy to miss: --epochs 40 keeps the config's milestones [160], so the LR never drops
