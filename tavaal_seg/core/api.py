@@ -18,7 +18,7 @@ from .config import BaseConfig, ConfigError
 from .memory import InMemoryAdapter, VAEView
 from .ranker import RANK_LOSSES, LossRanker
 from .runtime import Precision, resolve_device
-from .steps import OPTIMIZERS
+from .steps import OPTIMIZERS, make_optimizer
 from .strategies import SelectionContext, get_strategy
 from .tasks import IGNORE_NONE
 from .training import SCHEDULES, model_pass, true_losses
@@ -136,7 +136,7 @@ def fit_ranker(model: nn.Module, adapter: InMemoryAdapter, labeled: np.ndarray, 
     ranker = LossRanker(channels, cfg.ranker.hidden).to(device)
     t = cfg.train
     optimizer_cls, hyper = OPTIMIZERS[t.optimizer]
-    optimizer = optimizer_cls(ranker.parameters(), lr=t.lr, **hyper(t))
+    optimizer = make_optimizer(optimizer_cls, ranker.parameters(), t.lr, False, device, **hyper(t))  # eager
     steps_per_epoch = len(shuffled_batches(np.arange(len(labeled)), t.batch_size, generator))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[t.schedule](t, steps_per_epoch,
                                                                                   steps_per_epoch * t.epochs))

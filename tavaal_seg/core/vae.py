@@ -130,10 +130,11 @@ def _zscore(r: torch.Tensor) -> torch.Tensor:
     return (r - r.mean()) / r.std().clamp_min(1e-6) if r.numel() > 1 else r - r.mean()
 
 
-# How the ranker's raw score enters the VAE and D. The ranking loss only constrains score
-# *differences*, so raw r carries an arbitrary offset and scale and a plain sigmoid can
-# saturate; the default standardises r over the cycle's labeled ∪ subset pass and gives the
-# same value to both networks (the reference fed sigmoid(r) to the VAE but raw r to D).
+# How the ranker's raw score enters the VAE (``vae.rank_transform``) and D
+# (``vae.disc_rank_transform``). The defaults are the reference's: sigmoid(r) into the VAE, raw r
+# into D. zscore standardises r over the cycle's labeled ∪ subset pass (the ranking loss only fixes
+# score differences, so raw r has an arbitrary offset and scale); given to D it lets D rank the
+# candidates by r alone (docs/results.md, the CPU mechanism study).
 RANK_TRANSFORMS: types.MappingProxyType[str, Callable[[torch.Tensor], torch.Tensor]] = types.MappingProxyType(
     {"zscore": _zscore, "sigmoid": torch.sigmoid, "raw": lambda r: r}
 )
