@@ -6,8 +6,10 @@ A real SIGKILL (no cleanup handlers, no finally blocks) is what an OOM killer or
 plug does; the test then resumes the run and compares it with an uninterrupted one.
 
 Under torchrun: ``KILL_RANK=k`` makes only rank k die; ``WRITE_TRACE=PREFIX`` appends the
-path of every atomic write this process makes to ``PREFIX.rank<RANK>``.
+path of every atomic write this process makes to ``PREFIX.rank<RANK>``; ``FINALIZE_TRACE=PREFIX``
+writes ``PREFIX.rank<RANK>`` if the interpreter's shutdown runs (its atexit handlers).
 """
+import atexit
 import os
 import signal
 import sys
@@ -64,4 +66,7 @@ if __name__ == "__main__":
     if os.environ.get("WRITE_TRACE"):
         runtime = tavaal_seg.core.runtime  # atomic_write_text and atomic_torch_save go through it
         runtime.atomic_write_bytes = traced(runtime.atomic_write_bytes, f"{os.environ['WRITE_TRACE']}.rank{rank}")
+    if os.environ.get("FINALIZE_TRACE"):
+        mark = Path(f"{os.environ['FINALIZE_TRACE']}.rank{rank}")
+        atexit.register(mark.write_text, "the interpreter's shutdown ran\n")
     sys.exit(main(argv))

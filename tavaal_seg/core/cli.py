@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEVICES, BaseConfig, ConfigError, allowed_values, find_config, read_yaml, shipped_configs, walk_keys
-from .distributed import Distributed, init_distributed, relayed
+from .distributed import Distributed, exit_process, init_distributed, relayed
 from .errors import BadInput, internal_error_message, user_message
 from .estimate import Estimate, measure, peak_gpu_mib, plan_run, vae_image_bytes
 from .labels import LabelsNeeded
@@ -193,6 +193,15 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
     parser = build_parser(prog, description, config_cls, default_config, label_csv)
     args = parser.parse_args(argv)
     setup_logging()
+    code, dist = _run_tool(args, prog, config_cls, make_adapter)
+    if dist.enabled:  # a torchrun worker that used its process group: see exit_process
+        exit_process(code)
+    return code
+
+
+def _run_tool(args: argparse.Namespace, prog: str, config_cls: type[BaseConfig],
+              make_adapter: Callable[[Any, Path], Any]) -> tuple[int, Distributed]:
+    """The tool's exit code, and the process group handle it ran under (closed by now)."""
     dist = Distributed()
     run_dir: Path | None = Path(args.run_dir) if args.run_dir else None
     try:
@@ -200,7 +209,7 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
         if cfg.data.root is None:
             raise ConfigError("no data root: pass --data-root DIR, set data.root in the config or $TAVAAL_DATA_ROOT")
         if args.dry_run:
-            return dry_run(args, cfg, prog, make_adapter)
+            return dry_run(args, cfg, prog, make_adapter), dist
         run_dir = Path(cfg.run_dir)
         # under torchrun: join the group; ranks other than 0 log warnings and errors only
         dist = init_distributed(resolve_device(cfg.device), cfg.distributed.timeout_s)
@@ -214,24 +223,24 @@ def main(argv: Sequence[str] | None, *, prog: str, description: str, config_cls:
         state = run.run()
     except LabelsNeeded as wait:  # rank 0's decision, broadcast: rank 0 tells the user
         report(f"{prog}: waiting for labels: {wait}", dist, rank0_speaks=True)
-        return EXIT_LABELS_NEEDED
+        return EXIT_LABELS_NEEDED, dist
     except RunDirLocked as err:
         report(f"{prog}: error: {err}", dist, relayed(err))
-        return EXIT_RUN_DIR_BUSY
+        return EXIT_RUN_DIR_BUSY, dist
     except BadInput as err:
         report(f"{prog}: error: {user_message(err)}", dist, relayed(err))
-        return EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT, dist
     except KeyboardInterrupt:
         report(f"{prog}: interrupted; continue with --resume --run-dir {getattr(args, 'run_dir', None) or ''}".rstrip(),
                dist, rank0_speaks=True)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, dist
     except Exception as err:  # noqa: BLE001 - not the user's input: a bug, or a failure inside a library
         # rank 0 writes its run.log; another rank's own error goes to its stderr (torchrun shows it),
         # and rank 0's error relayed to the other ranks is rank 0's to report
         where = "rank 0's run.log" if relayed(err) else log_traceback(err, run_dir if dist.is_main else None)
         report(internal_error_message(prog, err, where), dist, relayed(err))
-        return EXIT_INTERNAL
+        return EXIT_INTERNAL, dist
     finally:
         dist.close()
     LOG.info("done: %d labeled images; outputs in %s", len(state.labeled), run_dir)
-    return EXIT_OK
+    return EXIT_OK, dist
