@@ -41,7 +41,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tavaal_seg.core.distributed import init_distributed  # noqa: E402
+from tavaal_seg.core.distributed import exit_process, init_distributed  # noqa: E402
 from tavaal_seg.core.estimate import measure  # noqa: E402
 from tavaal_seg.core.ranker import LossRanker  # noqa: E402
 from tavaal_seg.core.runtime import Precision, atomic_write_text, resolve_device, seed_everything  # noqa: E402
@@ -214,7 +214,7 @@ def main() -> None:
     peaks = dist.all_gather(peak_rss_mb())
     dist.close()
     if not dist.is_main:
-        return
+        exit_process(0)  # a worker ends without the interpreter's shutdown: see exit_process
     world = f"{dist.world_size} processes x {torch.get_num_threads()} threads" if dist.enabled \
         else f"1 process x {torch.get_num_threads()} threads"
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
@@ -242,6 +242,8 @@ def main() -> None:
             "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "load_s": load_s, "labeled": len(labeled), "subset": len(subset), "epochs": args.epochs,
             "pid": os.getpid(), "variants": results}, indent=1))
+    if dist.enabled:
+        exit_process(0)
 
 
 if __name__ == "__main__":
