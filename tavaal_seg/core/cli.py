@@ -78,8 +78,8 @@ def add_run_flags(parser: argparse.ArgumentParser, label_csv: bool = True) -> ar
         parser.add_argument("--labels", dest="label_files", type=Path, action="append", default=[], metavar="CSV",
                             help="labels.mode human: import an image_id,label CSV of delivered labels before "
                                  "resuming (repeatable; stored in the run dir)")
-    parser.add_argument("--strategy", help=f"{' | '.join(sorted(STRATEGIES))} (active.strategy; register_strategy "
-                                           "adds more)")
+    parser.add_argument("--strategy", help=f"{' | '.join(sorted(STRATEGIES))} (active.strategy; a module named in "
+                                           "the config key plugins adds more with register_strategy)")
     parser.add_argument("--cycles", type=int, help="train/evaluate rounds (active.cycles)")
     parser.add_argument("--initial", type=int, help="images labeled at random before cycle 1 (active.initial)")
     parser.add_argument("--budget", type=int, help="images selected per cycle (active.budget)")

@@ -207,6 +207,8 @@ class BaseConfig:
     seed: int = option(0, "run seed (every step of every cycle derives its own seed from it)")
     device: str = option("auto", "compute device (auto: CUDA when available)", choices=DEVICES)
     run_dir: str = option("runs/default", "where state, metrics, selections, checkpoints and logs go")
+    plugins: list[str] = option(factory=list, help="Python modules or .py files imported before the rest is "
+                                "checked: they register your own strategies and models (docs/api.md)")
     active: ActiveConfig = field(default_factory=ActiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)

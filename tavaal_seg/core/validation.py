@@ -14,6 +14,7 @@ from typing import TypeVar
 from .config import BaseConfig, ConfigError, allowed_values, build_config, require, walk_keys
 from .diversity import GROUP_KEYS
 from .export import check_export_options
+from .plugins import import_plugins, resolve_plugins
 
 C = TypeVar("C", bound=BaseConfig)
 
@@ -95,6 +96,9 @@ def load_config(cls: type[C], path: Path | None, overrides: Sequence[str] = ()) 
     error is a :class:`ConfigError` naming the file and the key."""
     cfg = build_config(cls, path, overrides)
     try:
+        # first: the names the plugins register are then known to the checks below
+        import_plugins(cfg.plugins)
+        cfg.plugins = resolve_plugins(cfg.plugins)  # the run dir records absolute files: resumable anywhere
         validate_config(cfg)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None

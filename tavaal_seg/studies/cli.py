@@ -34,7 +34,7 @@ def run_study_parser() -> argparse.ArgumentParser:
             "exit codes: 0 all runs finished, 1 some run failed (the others are aggregated), 2 bad arguments\n"
             "or files, 130 interrupted (rerun the same command to continue)"))
     parser.add_argument("--config", type=Path, help="experiment YAML, as for the AL tools")
-    parser.add_argument("--strategies", help="comma-separated: random,entropy,coreset,lloss,vaal,tavaal")
+    parser.add_argument("--strategies", help="comma-separated: random,entropy,coreset,lloss,vaal,tavaal, or names that the config's plugins register")
     parser.add_argument("--seeds", help="comma-separated run seeds, e.g. 0,1,2")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the study directory")
     parser.add_argument("--task", choices=TASKS,

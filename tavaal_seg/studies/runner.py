@@ -21,6 +21,8 @@ from typing import Any
 
 from ..core.cli import add_run_flags, overrides_from_args
 from ..core.config import parse_override, read_yaml, set_dotted
+from ..core.errors import ConfigError
+from ..core.plugins import import_plugins
 from ..core.runtime import atomic_write_text
 from ..core.strategies import STRATEGIES
 from .gpus import GpuAssigner, check_memory, measure_run_mib, query_gpus, select_gpus
@@ -246,6 +248,11 @@ def prepare_study(args: argparse.Namespace, extra_args: list[str]) -> tuple[dict
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise StudyError("--jobs and --threads must be at least 1")
     strategies = parse_list(args.strategies, "--strategies")
+    plugins = requested_setting(args.config, extra_args, "plugins") or []
+    try:  # the strategies they register are the study's too (each run imports them again)
+        import_plugins(plugins if isinstance(plugins, list) else [plugins])
+    except ConfigError as err:
+        raise StudyError(f"{args.config} / arguments after `--`: {err}") from None
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise StudyError(f"--strategies: unknown {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
