@@ -350,6 +350,13 @@ def test_run_study_skips_resumes_and_reports_failures(fake_study: tuple[Path, li
     assert cli.run_study_main([*args[:5], "1", *args[6:], "--", "--data-root", "E", "--cycles", "4"]) == 0
     assert json.loads((out / "study.json").read_text())["seeds"] == [0, 1]
     assert {r["n_seeds"] for r in read_csv(out / "summary.csv")} == {"2"}
+    walls = {(r["strategy"], r["seed"]): r["wall_s"] for r in read_csv(out / "runs.csv")}
+    assert set(walls) == {(s, k) for s in ("random", "entropy") for k in ("0", "1")}  # seed 0's rows are kept
+    # a new seed: the runs.csv rows of the seeds it does not touch stay, wall times included
+    assert cli.run_study_main([*args[:5], "2", *args[6:], "--", "--data-root", "E", "--cycles", "4"]) == 0
+    after = {(r["strategy"], r["seed"]): r["wall_s"] for r in read_csv(out / "runs.csv")}
+    assert {k: after[k] for k in walls} == walls and {("random", "2"), ("entropy", "2")} < set(after)
+    assert json.loads((out / "study.json").read_text())["seeds"] == [0, 1, 2]
 
     assert cli.run_study_main(["--out", str(out), "--aggregate-only"]) == 0
 

@@ -164,12 +164,16 @@ class StudyRunner:
                     self.previous_wall[key] = _wall(old)  # type: ignore[assignment]
                 self.rows[key] = {"strategy": p.ref.strategy, "seed": str(p.ref.seed), "status": "pending",
                                   "exit_code": "", "wall_s": "", "command": shlex.join(p.command)}
+        # runs of the study that this invocation does not touch (a call adding seeds 3,4 to a
+        # study of seeds 0-2) keep their rows: runs.csv is the study's record, not the call's
+        self.untouched = [row for key, row in previous.items() if key not in self.rows]
         self.failed: list[tuple[PlannedRun, str]] = []
 
     def write_runs_csv(self) -> None:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
+        writer.writerows(self.untouched)
         for p in self.plan:
             writer.writerow(self.rows[(p.ref.strategy, p.ref.seed)])
         atomic_write_text(self.study_dir / "runs.csv", buffer.getvalue())
