@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.config import DEVICES, ConfigError, read_yaml
+from .core.config import DEVICES, ConfigError
 from .core.errors import BadInput, internal_error_message, user_message
 from .core.export import EXPORTERS, ExportContext, check_export_options, write_export
 from .core.ranking import Ranking, rank_folder
-from .core.report import read_curve, render_report, settings_of
+from .core.report import escape_html, render_run_report
 from .core.runtime import atomic_write_text, log_traceback, setup_logging
 from .tasks import TASKS, run_config
 
@@ -93,25 +93,16 @@ def rank_images(run_dir: str | Path, images: str | Path, *, budget: int | None =
             result.written.append(write_export(ranking.picks, fmt, ctx, export_target(out, fmt)))
     if report is not None and ranking.preview is not None:
         report = Path(report)
-        metric, curve = read_curve(run_dir / "metrics.csv")
-        config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
-        summary = (f"{len(ranking.images)} images under <b>{_html(images)}</b> ranked by run "
-                   f"<b>{_html(run_dir.resolve().name)}</b> (its cycle-{ranking.model_cycle} model, strategy "
-                   f"<b>{_html(ranking.strategy)}</b>); the top {len(ranking.picks.items)} are shown.")
+        summary = (f"{len(ranking.images)} images under <b>{escape_html(images)}</b> ranked by run "
+                   f"<b>{escape_html(run_dir.resolve().name)}</b> (its cycle-{ranking.model_cycle} model, strategy "
+                   f"<b>{escape_html(ranking.strategy)}</b>); the top {len(ranking.picks.items)} are shown.")
         notes = [f"{len(ranking.skipped)} images are labeled in the run already and were not ranked."] \
             if ranking.skipped else []
-        atomic_write_text(report, render_report(
-            ranking.preview.document, title=f"Ranking of {images.name or images}", summary=summary,
-            settings=settings_of(read_yaml(run_dir / "config.yaml")), config_yaml=config_text, curve=curve,
-            metric=metric, notes=notes))
+        atomic_write_text(report, render_run_report(run_dir, ranking.preview.document,
+                                                    title=f"Ranking of {images.name or images}", summary=summary,
+                                                    notes=notes))
         result.written.append(report)
     return result
-
-
-def _html(value: object) -> str:
-    import html
-
-    return html.escape(str(value), quote=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .adapter import Pool, TaskAdapter
-from .config import BaseConfig, ConfigError, dump_yaml, read_yaml, to_dict
+from .config import BaseConfig, ConfigError, dump_yaml, flatten_dict, read_yaml, to_dict
 from .diagnostics import pick_diagnostics
 from .distributed import Distributed
 from .diversity import check_group_capacity, constrain, group_labels, ranked_count
@@ -54,20 +54,10 @@ RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_l
                     "export", "labels.exclude_list", "distributed.timeout_s", "train.fast_step", "vae.fast_step")
 LABELS_FILE, NEEDED_FILE = "labels.csv", "labels_needed.csv"
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
 def config_differences(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
     """Changed keys, less the resume-free ones; with ``defaults``, a key the old config lacks (it
     predates the key) and the new one leaves at its default is no change."""
-    a, b, d = _flatten(old), _flatten(new), _flatten(defaults or {})
+    a, b, d = flatten_dict(old), flatten_dict(new), flatten_dict(defaults or {})
     lines = []
     for key in sorted(set(a) | set(b)):
         if any(key == free or key.startswith(free + ".") for free in RESUME_FREE_KEYS):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import read_yaml
+from .config import flatten_dict, read_yaml
 from .errors import BadInput, internal_error_message, user_message
 from .preview import preview_path
 from .runtime import atomic_write_text, log_traceback
@@ -60,18 +60,8 @@ class ReportError(BadInput, ValueError):
     """The report cannot be made as asked; the message names the file or option."""
 
 
-def _esc(value: Any) -> str:
+def escape_html(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def read_curve(metrics_csv: Path) -> tuple[str, list[tuple[int, float]]]:
@@ -105,7 +95,7 @@ def curve_svg(points: Sequence[tuple[int, float]], metric: str, width: int = 640
         return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="curve" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(metric)} against labeled images">',
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape_html(metric)} against labeled images">',
              f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
              'fill="#fcfcfc" stroke="#ccc"/>']
     for k in range(5):
@@ -119,34 +109,34 @@ def curve_svg(points: Sequence[tuple[int, float]], metric: str, width: int = 640
     parts.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 6}" font-size="12" '
                  'text-anchor="middle">labeled images</text>')
     parts.append(f'<text x="14" y="{(top + height - bottom) / 2:.0f}" font-size="12" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {(top + height - bottom) / 2:.0f})">{_esc(metric)}</text>')
+                 f'transform="rotate(-90 14 {(top + height - bottom) / 2:.0f})">{escape_html(metric)}</text>')
     line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
     parts.append(f'<polyline points="{line}" fill="none" stroke="#d62728" stroke-width="2"/>')
     for x, y in points:
         parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="#d62728">'
-                     f'<title>{x} labeled: {_esc(metric)} {y:.4f}</title></circle>')
+                     f'<title>{x} labeled: {escape_html(metric)} {y:.4f}</title></circle>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _pick_caption(pick: dict[str, Any]) -> str:
     lines = [f'<b>#{pick["rank"]}</b> <span class="score">score {float(pick["score"]):.4g}</span>',
-             f'<span class="id">{_esc(pick["image_id"])}</span>']
+             f'<span class="id">{escape_html(pick["image_id"])}</span>']
     if pick.get("label") is not None:
-        lines.append(f'predicted <b>{_esc(pick["label"])}</b> ({float(pick["confidence"]):.0%})')
+        lines.append(f'predicted <b>{escape_html(pick["label"])}</b> ({float(pick["confidence"]):.0%})')
     elif pick.get("confidence") is not None:
         lines.append(f'mean confidence {float(pick["confidence"]):.0%}')
     if pick.get("group") is not None:
-        lines.append(f'group {_esc(pick["group"])}')
+        lines.append(f'group {escape_html(pick["group"])}')
     return "<br>".join(lines)
 
 
 def _picks_html(doc: dict[str, Any]) -> str:
     figures = []
     for pick in doc["picks"]:
-        img = (f'<img src="{_esc(pick["thumbnail"])}" alt="{_esc(pick["image_id"])}" loading="lazy">'
+        img = (f'<img src="{escape_html(pick["thumbnail"])}" alt="{escape_html(pick["image_id"])}" loading="lazy">'
                if pick.get("thumbnail") else "")
-        figures.append(f'<figure class="pick" data-rank="{int(pick["rank"])}" data-image-id="{_esc(pick["image_id"])}">'
+        figures.append(f'<figure class="pick" data-rank="{int(pick["rank"])}" data-image-id="{escape_html(pick["image_id"])}">'
                        f'{img}<figcaption>{_pick_caption(pick)}</figcaption></figure>')
     return f'<div class="grid">{"".join(figures)}</div>'
 
@@ -162,15 +152,15 @@ def _shares_html(doc: dict[str, Any]) -> str:
     rows = []
     for k, name in enumerate(names):
         swatch = f'<span class="swatch" style="background:rgb({",".join(str(int(c)) for c in colors[k])})"></span>'
-        cells = [f"<td>{swatch}{_esc(name)}</td>", _share_cell(picks[k], "#d62728")]
+        cells = [f"<td>{swatch}{escape_html(name)}</td>", _share_cell(picks[k], "#d62728")]
         if pool:
             cells.append(_share_cell(pool[k], "#7f7f7f"))
             ratio = picks[k] / pool[k] if pool[k] >= MIN_RATIO_SHARE else None  # ratios of ~0 are noise
             cells.append(f'<td class="num">{"—" if ratio is None else f"{ratio:.2f}×"}</td>')
-        rows.append(f'<tr data-class="{_esc(name)}">{"".join(cells)}</tr>')
+        rows.append(f'<tr data-class="{escape_html(name)}">{"".join(cells)}</tr>')
     note = f"<p class=\"meta\">Share of {what}, from the model that made the selection. "
     if pool:
-        note += f"Pool: {_esc(doc['pool']['what'])}.</p>"
+        note += f"Pool: {escape_html(doc['pool']['what'])}.</p>"
     else:
         note += "No pool sample was scored (logging.preview_pool_sample 0).</p>"
     return note + f'<table class="shares">{head}{"".join(rows)}</table>'
@@ -185,26 +175,38 @@ def render_report(doc: dict[str, Any], *, title: str, summary: str, settings: di
                   config_yaml: str, curve: Sequence[tuple[int, float]], metric: str,
                   notes: Sequence[str] = ()) -> str:
     """The HTML text of a report of one preview document (see :mod:`core.preview`)."""
-    sections = [f"<h1>{_esc(title)}</h1>", f'<p class="meta">{summary}</p>']
-    sections += [f'<p class="note">{_esc(n)}</p>' for n in notes]
+    sections = [f"<h1>{escape_html(title)}</h1>", f'<p class="meta">{summary}</p>']
+    sections += [f'<p class="note">{escape_html(n)}</p>' for n in notes]
     sections.append(f'<section id="picks"><h2>Picks in rank order ({len(doc["picks"])})</h2>'
-                    f'<p class="meta">score: {_esc(doc.get("score_meaning", ""))}</p>{_picks_html(doc)}</section>')
+                    f'<p class="meta">score: {escape_html(doc.get("score_meaning", ""))}</p>{_picks_html(doc)}</section>')
     if doc.get("class_names") and doc["picks"] and "class_share" in doc["picks"][0]:
         sections.append(f'<section id="classes"><h2>Predicted classes: picks against the pool</h2>'
                         f"{_shares_html(doc)}</section>")
     if curve:
         sections.append(f'<section id="curve"><h2>Learning curve</h2>{curve_svg(curve, metric)}</section>')
-    rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in settings.items())
+    rows = "".join(f"<tr><td>{escape_html(k)}</td><td>{escape_html(v)}</td></tr>" for k, v in settings.items())
     sections.append(f'<section id="settings"><h2>Settings</h2><table class="settings">{rows}</table>'
-                    f"<details><summary>config.yaml</summary><pre>{_esc(config_yaml)}</pre></details></section>")
+                    f"<details><summary>config.yaml</summary><pre>{escape_html(config_yaml)}</pre></details></section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>"
+            f"<title>{escape_html(title)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(sections) + "</body></html>\n")
 
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
-    flat = _flatten(config)
+    flat = flatten_dict(config)
     return {k: flat[k] for k in KEY_SETTINGS if k in flat}
+
+
+def render_run_report(run_dir: Path, doc: dict[str, Any], *, title: str, summary: str,
+                      notes: Sequence[str] = ()) -> str:
+    """:func:`render_report` of ``doc`` with the run's learning curve (``metrics.csv``) and
+    settings (``config.yaml``; none when the run dir has no config)."""
+    config_path = Path(run_dir) / "config.yaml"
+    config = read_yaml(config_path) if config_path.is_file() else {}
+    metric, curve = read_curve(Path(run_dir) / "metrics.csv")
+    return render_report(doc, title=title, summary=summary, settings=settings_of(config),
+                         config_yaml=config_path.read_text(encoding="utf-8") if config_path.is_file() else "",
+                         curve=curve, metric=metric, notes=notes)
 
 
 def run_report(run_dir: Path, cycle: int | None = None) -> tuple[int, str]:
@@ -238,18 +240,14 @@ def run_report(run_dir: Path, cycle: int | None = None) -> tuple[int, str]:
         strategy = STRATEGIES.get(record.strategy)
         doc = {"picks": [{"rank": it.rank, "image_id": it.image_id, "score": it.score} for it in record.items],
                "score_meaning": strategy.score_meaning if strategy else record.strategy}
-    config_path = run_dir / "config.yaml"
-    config = read_yaml(config_path) if config_path.is_file() else {}
-    metric, curve = read_curve(run_dir / "metrics.csv")
     version = next((v for v in state.pool_versions if v.version == record.pool_version), None)
     pool = f", pool version {version.version} ({version.count} images, {version.added} added, {version.removed} " \
            f"removed, {version.when})" if version is not None and len(state.pool_versions) > 1 else ""
-    summary = (f"Cycle {cycle} of <b>{_esc(run_dir.resolve().name)}</b>: strategy <b>{_esc(record.strategy)}</b>, "
-               f"{len(record.items)} images picked{_esc(pool)}; {len(state.labeled)} images selected so far.")
-    return cycle, render_report(
-        doc, title=f"Selection report: cycle {cycle}", summary=summary, settings=settings_of(config),
-        config_yaml=config_path.read_text(encoding="utf-8") if config_path.is_file() else "", curve=curve,
-        metric=metric, notes=notes)
+    summary = (f"Cycle {cycle} of <b>{escape_html(run_dir.resolve().name)}</b>: strategy "
+               f"<b>{escape_html(record.strategy)}</b>, {len(record.items)} images picked{escape_html(pool)}; "
+               f"{len(state.labeled)} images selected so far.")
+    return cycle, render_run_report(run_dir, doc, title=f"Selection report: cycle {cycle}", summary=summary,
+                                    notes=notes)
 
 
 def write_report(run_dir: Path, cycle: int | None = None, out: Path | None = None) -> Path:
