@@ -24,16 +24,15 @@ import torch
 
 from .adapter import TaskAdapter, batch_slices, shuffled_batches
 from .config import BaseConfig
-from .ranker import LossRanker
 from .runtime import Precision, seed_everything
 from .state import RunState
 from .steps import WARMUP_CALLS
 from .strategies import Strategy
 from .training import (
+    build_models,
     cycling_batches,
     discriminator_logits,
     model_pass,
-    prepare_model,
     task_training,
     vae_game,
     vae_iterations,
@@ -145,8 +144,7 @@ def measure(cfg: BaseConfig, adapter: TaskAdapter, strategy: Strategy, device: t
     pool_size = len(adapter.pool())
     order = torch.randperm(pool_size, generator=gen).numpy()
     t = cfg.train
-    model = prepare_model(adapter.build_model(), device, cfg)
-    ranker = LossRanker(list(model.tap_channels), cfg.ranker.hidden).to(device) if strategy.trains_ranker else None
+    model, ranker = build_models(adapter, cfg, device, strategy.trains_ranker)
     training = task_training(model, ranker, adapter, cfg, precision, device, steps_per_epoch=1)
     first = _first_calls(training.mode)
     # whole batches only: a partial one would be a second step shape, warming up inside the timing

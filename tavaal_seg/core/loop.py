@@ -28,9 +28,8 @@ from .export import ExportContext, export_selection
 from .labels import LabelsNeeded, needed_csv, read_id_list, read_labels_csv, write_labels_csv
 from .lock import RunDirLock
 from .pool import sync_pool
-from .preview import preview_path, preview_selection, tensorboard_grid
+from .preview import preview_path, preview_selection, tensorboard_grid, unpicked_sample
 from .ranker import LossRanker
-from .ranking import build_models
 from .runtime import (
     LOG,
     Precision,
@@ -43,8 +42,8 @@ from .runtime import (
 )
 from .state import CycleRecord, RunState, SelectedItem, SelectionRecord
 from .strategies import Selection, SelectionContext, get_strategy
-from .training import evaluate, train_task_model, true_losses
-from .weights import load_run_checkpoint
+from .training import build_models, evaluate, train_task_model, true_losses
+from .weights import load_run_checkpoint, run_checkpoint_path
 
 # Keys that may change between a run and its resume without changing what it computes.
 # The exclude list may grow during a run (a vendor reports a broken image); exports can be added.
@@ -53,6 +52,7 @@ from .weights import load_run_checkpoint
 RESUME_FREE_KEYS = ("run_dir", "device", "active.cycles", "active.select_after_last", "logging", "eval.batch_size",
                     "export", "labels.exclude_list", "distributed.timeout_s", "train.fast_step", "vae.fast_step")
 LABELS_FILE, NEEDED_FILE = "labels.csv", "labels_needed.csv"
+
 
 def config_differences(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
     """Changed keys, less the resume-free ones; with ``defaults``, a key the old config lacks (it
@@ -334,10 +334,8 @@ class ActiveLearningRun:
         want_pre = e.pre_annotations and "labelstudio" in e.formats
         if not (lg.preview or want_pre):
             return {}
-        rest = np.setdiff1d(candidates, picks)
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, record.cycle, "preview"))
-        sample = np.sort(rest[torch.randperm(len(rest), generator=gen).numpy()[: lg.preview_pool_sample]]) \
-            if lg.preview else rest[:0]
+        rest, sample = unpicked_sample(candidates, picks, lg.preview_pool_sample if lg.preview else 0, gen)
         preview = preview_selection(
             model, self.adapter, record, picks, sample, batch_size=self.cfg.eval.batch_size, precision=self.precision,
             device=self.device, score_meaning=get_strategy(record.strategy).score_meaning,
@@ -417,7 +415,7 @@ class ActiveLearningRun:
             f"labels.exclude_list)", ids)
 
     def _checkpoint_path(self, cycle: int) -> Path:
-        return self.run_dir / "checkpoints" / f"cycle_{cycle:02d}.pt"
+        return run_checkpoint_path(self.run_dir, cycle)
 
     def _build(self) -> tuple[torch.nn.Module, LossRanker | None]:
         return build_models(self.adapter, self.cfg, self.device,

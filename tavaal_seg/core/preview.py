@@ -104,6 +104,16 @@ class Preview:
     pre_annotations: dict[str, PreAnnotation] = field(default_factory=dict)
 
 
+def unpicked_sample(candidates: np.ndarray, picks: np.ndarray, n: int,
+                    generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(the candidates not picked, a random ``n`` of them in index order): a preview's pool side.
+    ``n`` 0 draws nothing from ``generator``."""
+    rest = np.setdiff1d(candidates, picks)
+    if n == 0:
+        return rest, rest[:0]
+    return rest, np.sort(rest[torch.randperm(len(rest), generator=generator).numpy()[:n]])
+
+
 def preview_selection(model: nn.Module, adapter: TaskAdapter, record: SelectionRecord, picks: np.ndarray,
                       pool_sample: np.ndarray, *, batch_size: int, precision: Precision, device: torch.device,
                       score_meaning: str, groups: Sequence[str] | None, thumbnails: bool, thumbnail_size: int,

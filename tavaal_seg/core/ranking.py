@@ -22,13 +22,13 @@ from .config import BaseConfig, ConfigError
 from .diversity import constrain, group_labels
 from .errors import DataError, InputNotFound, RunDirError, WeightsError
 from .labels import read_id_list
-from .preview import Preview, preview_selection
+from .preview import Preview, preview_selection, unpicked_sample
 from .ranker import LossRanker
 from .runtime import LOG, Precision, derive_seed, resolve_device, seed_everything
 from .state import RunState, SelectedItem, SelectionRecord
 from .strategies import SelectionContext, get_strategy
-from .training import prepare_model
-from .weights import load_run_checkpoint
+from .training import build_models
+from .weights import load_run_checkpoint, run_checkpoint_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 RANKING_COLUMNS = ("rank", "image_id", "path", "score", "selected", "group", "strategy", "score_meaning")
@@ -49,19 +49,11 @@ def find_images(folder: Path) -> list[str]:
     return found
 
 
-def build_models(adapter: TaskAdapter, cfg: BaseConfig, device: torch.device,
-                 trains_ranker: bool) -> tuple[torch.nn.Module, LossRanker | None]:
-    """A fresh task model (and ranker, for the strategies that use one) on ``device``."""
-    model = prepare_model(adapter.build_model(), device, cfg)
-    ranker = LossRanker(list(model.tap_channels), cfg.ranker.hidden).to(device) if trains_ranker else None
-    return model, ranker
-
-
 def load_trained(run_dir: Path, state: RunState, cfg: BaseConfig, adapter: TaskAdapter, device: torch.device,
                  trains_ranker: bool) -> tuple[int, torch.nn.Module, LossRanker | None]:
     """(cycle, model, ranker) of the latest trained cycle whose checkpoint is on disk."""
     for record in sorted(state.cycles, key=lambda c: -c.cycle):
-        path = Path(run_dir) / "checkpoints" / f"cycle_{record.cycle:02d}.pt"
+        path = run_checkpoint_path(run_dir, record.cycle)
         if path.is_file():
             break
     else:
@@ -137,7 +129,8 @@ def rank_folder(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, images: Pa
     # an image the run labeled already is not new: leave it out of the ranking
     labeled_files = {(Path(adapter.data_root) / pool.paths[i]).resolve() for i in labeled}
     skipped = [r for r in rels if (images / r).resolve() in labeled_files]
-    rels = [r for r in rels if r not in set(skipped)]
+    skip = set(skipped)
+    rels = [r for r in rels if r not in skip]
     if skipped:
         LOG.warning("%d images under %s are labeled in the run already and are not ranked, e.g. %s", len(skipped),
                     images, skipped[:3])
@@ -158,27 +151,25 @@ def rank_folder(cfg: BaseConfig, adapter: TaskAdapter, run_dir: Path, images: Pa
                            candidates=candidates, budget=len(candidates), precision=precision, device=device,
                            generator=gen, log_scalar=lambda tag, value, step: None)
     ranked = strategy.select(ctx)  # every candidate, best first
-    position = {int(i): p for p, i in enumerate(ranked.indices.tolist())}
     rel_of = {int(c): r for c, r in zip(candidates.tolist(), rels)}
-    group_of = dict(zip(rels, groups)) if groups is not None else {}
-    ranked_groups = None if groups is None else [group_of[rel_of[int(i)]] for i in ranked.indices.tolist()]
+    ranked_rels = [rel_of[int(i)] for i in ranked.indices.tolist()]
+    group_of = dict(zip(rels, groups or []))
+    ranked_groups = None if groups is None else [group_of[r] for r in ranked_rels]
     pos = constrain(ranked.indices, k, cfg.active, ranked_groups,
                     lambda p: ctx.pass_over(ranked.indices[p], frozenset({"embedding"})).embedding)
     picked = {int(ranked.indices[p]): n + 1 for n, p in enumerate(pos.tolist())}
-    out = [RankedImage(position[int(i)] + 1, rel_of[int(i)], rel_of[int(i)], float(s), picked.get(int(i)),
-                       group_of.get(rel_of[int(i)])) for i, s in zip(ranked.indices.tolist(), ranked.scores.tolist())]
+    out = [RankedImage(p + 1, rel, rel, float(s), picked.get(int(i)), None if ranked_groups is None else ranked_groups[p])
+           for p, (i, rel, s) in enumerate(zip(ranked.indices.tolist(), ranked_rels, ranked.scores.tolist()))]
     record = SelectionRecord(cycle, strategy.name, [SelectedItem(n + 1, out[p].image_id, out[p].path, out[p].score)
                                                     for n, p in enumerate(pos.tolist())])
     ranking = Ranking(strategy.name, strategy.score_meaning, cycle, out, record, skipped)
     if preview or pre_annotations:
         picks = ranked.indices[pos]
-        rest = np.setdiff1d(candidates, picks)
-        sample = np.sort(rest[torch.randperm(len(rest), generator=gen).numpy()[: cfg.logging.preview_pool_sample]]) \
-            if preview else rest[:0]
+        rest, sample = unpicked_sample(candidates, picks, cfg.logging.preview_pool_sample if preview else 0, gen)
         ranking.preview = preview_selection(
             model, adapter, record, picks, sample, batch_size=cfg.eval.batch_size, precision=precision,
             device=device, score_meaning=strategy.score_meaning,
-            groups=None if groups is None else [group_of[rel_of[int(i)]] for i in picks.tolist()],
+            groups=None if ranked_groups is None else [ranked_groups[p] for p in pos.tolist()],
             thumbnails=preview, thumbnail_size=cfg.logging.thumbnail_size, pre_annotations=pre_annotations,
             pool_what=f"a random sample of the {len(rest)} ranked images not picked")
     return ranking

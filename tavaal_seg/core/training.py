@@ -63,6 +63,14 @@ def prepare_model(model: nn.Module, device: torch.device, cfg: BaseConfig) -> nn
     return model
 
 
+def build_models(adapter: TaskAdapter, cfg: BaseConfig, device: torch.device,
+                 trains_ranker: bool) -> tuple[nn.Module, LossRanker | None]:
+    """A fresh task model (and ranker, for the strategies that use one) on ``device``."""
+    model = prepare_model(adapter.build_model(), device, cfg)
+    ranker = LossRanker(list(model.tap_channels), cfg.ranker.hidden).to(device) if trains_ranker else None
+    return model, ranker
+
+
 def _rank_generator(generator: torch.Generator, dist: Distributed) -> torch.Generator:
     """Augmentation and noise randomness: the shared stream in one process (so single-process
     runs replay earlier releases exactly), one stream per rank under DDP (drawn from the shared

@@ -124,6 +124,11 @@ def hub_file(url: str, what: str) -> Path:
     return target
 
 
+def run_checkpoint_path(run_dir: str | Path, cycle: int) -> Path:
+    """Where a run keeps cycle ``cycle``'s trained model and ranker."""
+    return Path(run_dir) / "checkpoints" / f"cycle_{cycle:02d}.pt"
+
+
 def load_run_checkpoint(path: str | Path, model: nn.Module, ranker: nn.Module | None = None,
                         map_location: str | torch.device = "cpu") -> None:
     """Load a run's ``checkpoints/cycle_NN.pt`` (``{"model": ..., "ranker": ...}``) into ``model``
