@@ -512,7 +512,7 @@ def discriminator_logits(vae: ConditionalVAE, disc: Discriminator, images: torch
     for batch in batch_slices(dist.shard_batches(np.arange(len(images)), batch_size), batch_size):
         idx = torch.as_tensor(batch)
         x = vae.normalize(images[idx.to(images.device)])
-        rr = None if r is None else r[idx.to(r.device)]
+        rr = _rows(r, idx)
         with precision.autocast():
             mu, _ = vae.encode(x)
             out.append(disc(mu, rr).float())

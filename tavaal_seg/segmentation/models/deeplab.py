@@ -12,7 +12,6 @@ the layouts :func:`load_deeplab_weights` detects.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -23,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.errors import ConfigError, WeightsError
-from ...core.weights import fit_state_dict, read_state_dict
+from ...core.runtime import LOG
+from ...core.weights import load_fitted, read_state_dict
 
 __all__ = ["DeepLabSeg", "deeplabv3", "deeplabv3plus", "DEEPLAB_DEFAULT_TAPS", "load_deeplab_weights",
            "smp_encoder_file", "smp_weight_names"]
-LOG = logging.getLogger("tavaal")
 
 DEEPLAB_DEFAULT_TAPS: tuple[int | str, ...] = (2, 3, 4, 5, "decoder")
 _ARCHS = {"deeplabv3": smp.DeepLabV3, "deeplabv3plus": smp.DeepLabV3Plus}
@@ -181,8 +180,7 @@ def load_deeplab_weights(model: "DeepLabSeg", path: str | Path) -> None:
     A segmentation head shaped for another number of classes keeps its initialisation (logged);
     anything else that does not fit raises :class:`WeightsError` naming the keys."""
     state, kind, optional = _deeplab_layout(read_state_dict(path, "model.weights file"))
-    fitted = fit_state_dict(model.state_dict(), state, what=f"model.weights file {path}", kind=kind, optional=optional)
-    model.load_state_dict(fitted, strict=False)
+    load_fitted(model, state, what=f"model.weights file {path}", kind=kind, optional=optional)
 
 
 def smp_weight_names(encoder_name: str) -> list[str]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.errors import ConfigError
-from ...core.weights import fit_state_dict, hub_file, read_state_dict
+from ...core.weights import hub_file, load_fitted, read_state_dict
 
 __all__ = ["DRN", "DRNSeg", "drn_d_22", "drn_d_38", "DRN_LAYER_NAMES", "DRN_DEFAULT_TAPS", "DRN_IMAGENET_URLS",
            "drn_imagenet_file", "load_drn_weights"]
@@ -221,9 +221,8 @@ def load_drn_weights(model: DRNSeg, path: str | Path) -> None:
         nk = _remap_key(k)
         if nk is not None:
             mapped[nk] = v
-    fitted = fit_state_dict(model.state_dict(), mapped, what=f"model.weights file {path}",
-                            kind=f"{model.arch} (num_classes={model.num_classes})", optional=("seg.",))
-    model.load_state_dict(fitted, strict=False)
+    load_fitted(model, mapped, what=f"model.weights file {path}",
+                kind=f"{model.arch} (num_classes={model.num_classes})", optional=("seg.",))
 
 
 def drn_d_22(num_classes: int, **kwargs: object) -> DRNSeg:
