@@ -12,7 +12,7 @@ from torch import nn
 from tavaal_seg.core.adapter import Pool, Prediction, batch_slices, contiguous_part
 from tavaal_seg.core.errors import DataError
 from tavaal_seg.core.steps import to_device_once
-from tavaal_seg.core.tasks import Accuracy, per_sample_cross_entropy, predictive_entropy
+from tavaal_seg.core.tasks import Accuracy, count_entropy, per_sample_cross_entropy, predictive_entropy
 
 from .config import ClsConfig
 from .data import ClassificationData, DataRequest, ImageSet, decode_images, load_dataset
@@ -144,8 +144,7 @@ class ClassificationAdapter:
         (the TA-VAAL paper's Fig. 7a for imbalanced CIFAR-10)."""
         labels = self._labels[np.asarray(indices)]
         counts = np.bincount(labels[labels >= 0], minlength=self.num_classes).astype(np.float64)
-        p = counts[counts > 0] / max(counts.sum(), 1.0)
-        return {"labeled_class_entropy": float(-(p * np.log(p)).sum())}
+        return {"labeled_class_entropy": count_entropy(counts)}
 
     def test_size(self) -> int:
         return len(self.data.test)
@@ -179,8 +178,8 @@ class ClassificationAdapter:
 
     def predict(self, logits: torch.Tensor, indices: np.ndarray, full_size: bool) -> list[Prediction]:
         confidence, label = torch.softmax(logits.float(), dim=1).max(dim=1)
-        return [Prediction(np.eye(self.num_classes)[k], float(c), label=int(k))
-                for c, k in zip(confidence.tolist(), label.tolist())]
+        one_hot = np.eye(self.num_classes)
+        return [Prediction(one_hot[k], float(c), label=int(k)) for c, k in zip(confidence.tolist(), label.tolist())]
 
     def preview_image(self, index: int) -> np.ndarray:
         return self.data.train.images[index].permute(1, 2, 0).numpy()

@@ -1,10 +1,12 @@
 """What classification and segmentation share once their outputs are logits B×C(×H×W): the
-per-sample task loss (the ranker's target), the predictive entropy and top-1 accuracy. A sample
-is an image; a segmentation sample's values average over its valid (non-ignore) pixels."""
+per-sample task loss (the ranker's target), the predictive entropy and top-1 accuracy, and the
+entropy of the labeled set's class counts. A sample is an image; a segmentation sample's values
+average over its valid (non-ignore) pixels."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +29,14 @@ def predictive_entropy(logits: torch.Tensor) -> torch.Tensor:
     logp = F.log_softmax(logits.float(), dim=1)
     entropy = -(logp.exp() * logp).sum(dim=1)
     return entropy if entropy.dim() == 1 else entropy.flatten(1).mean(1)
+
+
+def count_entropy(counts: np.ndarray) -> float:
+    """Entropy (nats) of the distribution ``counts`` (per class: images, or pixels) describes;
+    0 for no counts. How balanced a labeled set is (the TA-VAAL paper's Fig. 7a)."""
+    share = counts / max(counts.sum(), 1.0)
+    p = share[share > 0]
+    return float(-(p * np.log(p)).sum())
 
 
 class Accuracy:

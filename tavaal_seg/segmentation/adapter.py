@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from ..core.adapter import Pool, Prediction, batch_slices, contiguous_part
 from ..core.errors import DataError, InputNotFound
 from ..core.runtime import LOG, displayed_image_size
-from ..core.tasks import per_sample_cross_entropy, predictive_entropy
+from ..core.tasks import count_entropy, per_sample_cross_entropy, predictive_entropy
 from .config import SegConfig, SegModelConfig
 from .data import (
     SEG_DATASETS,
@@ -231,8 +231,7 @@ class SegmentationAdapter:
                                                     minlength=self.num_classes).astype(np.float64)
             counts += self._pixel_counts[i]
         share = counts / max(counts.sum(), 1.0)
-        p = share[share > 0]
-        return {"labeled_class_entropy": float(-(p * np.log(p)).sum()),
+        return {"labeled_class_entropy": count_entropy(counts),
                 **{f"labeled_pixel_share/{name}": float(v) for name, v in zip(self.table.names, share)}}
 
     def test_size(self) -> int:
