@@ -11,6 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..core.diagnostics import spearman
 from ..core.strategies import STRATEGIES
 from .layout import RunRef, StudyError, read_study, say
 from .summary import RunMetrics, check_metric, load_runs, mean_std, metric_scale
@@ -160,29 +163,6 @@ def read_candidates(path: Path) -> dict[str, list[float]]:
     return out
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):  # ties share their mean rank
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Rank correlation: how well the score orders the true loss (the point of Fig 8)."""
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = mean_std(rx)[0], mean_std(ry)[0]
-    cov = math.fsum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    norm = math.sqrt(math.fsum((a - mx) ** 2 for a in rx) * math.fsum((b - my) ** 2 for b in ry))
-    return cov / norm if norm > 0 else float("nan")
-
-
 def last_candidates(ref: RunRef) -> tuple[int, Path] | None:
     """The last cycle of a run that has selections/cycle_NN.candidates.csv."""
     found = []
@@ -276,7 +256,10 @@ def plot_study(study_dir: Path, out_dir: Path | None = None, formats: Sequence[s
                 # rasterized: thousands of points would make the SVG huge
                 ax.scatter(xs, ys, s=size, color=color, alpha=0.6 if chosen else 0.5, linewidths=0,
                            label=f"{label} ({len(xs)})", rasterized=True)
-            rho = spearman(cand["score"], cand["true_loss"]) if len(cand["score"]) > 2 else float("nan")
+            # how well the score orders the true loss (the point of Fig 8)
+            rho = spearman(torch.as_tensor(cand["score"], dtype=torch.float64),
+                           torch.as_tensor(cand["true_loss"], dtype=torch.float64)) \
+                if len(cand["score"]) > 2 else float("nan")
             ax.set_title(f"{ref.strategy}, seed {ref.seed}, cycle {cycle}\nSpearman ρ = {rho:.2f}", fontsize=9)
             ax.set_xlabel(_score_label(ref.strategy), fontsize=8)
             ax.set_ylabel("true task loss", fontsize=8)
