@@ -78,7 +78,7 @@ def rank_images(run_dir: str | Path, images: str | Path, *, budget: int | None =
     if root is None:
         raise ConfigError(f"{run_dir / 'config.yaml'} has no data.root; pass --data-root (the run's data)")
     want_pre = (cfg.export.pre_annotations if pre_annotations is None else pre_annotations) and "labelstudio" in formats
-    adapter = spec.make_adapter(cfg, Path(root))  # type: ignore[misc]
+    adapter = spec.make_adapter(cfg, Path(root))
     ranking = rank_folder(cfg, adapter, run_dir, images, cfg.active.budget, preview=report is not None,
                           pre_annotations=want_pre)
     result = RankResult(ranking)

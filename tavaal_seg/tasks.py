@@ -32,8 +32,6 @@ def run_config(run_dir: Path, task: str | None = None, overrides: Sequence[str] 
     errors = []
     for name in [task] if task else TASKS:
         spec = load_task(name)
-        if spec.config_cls is None:
-            continue
         try:
             return spec, load_config(spec.config_cls, path, overrides)
         except ConfigError as err:

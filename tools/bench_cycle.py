@@ -32,7 +32,6 @@ import platform
 import resource
 import sys
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,24 +55,8 @@ from tavaal_seg.core.training import (  # noqa: E402
 )
 from tavaal_seg.core.vae import ConditionalVAE, Discriminator  # noqa: E402
 from tavaal_seg.core.validation import load_config  # noqa: E402
+from tavaal_seg.tasks import TASKS, load_task  # noqa: E402
 
-
-def _classification():
-    from tavaal_cls.adapter import ClassificationAdapter
-    from tavaal_cls.config import ClsConfig
-
-    return ClsConfig, ClassificationAdapter
-
-
-def _segmentation():
-    from tavaal_seg.segmentation import SegConfig
-    from tavaal_seg.segmentation.cli import make_adapter  # writes data.synthetic_* scenes first, as al_seg.py does
-
-    return SegConfig, make_adapter
-
-
-# task -> (config class, adapter factory), imported only when asked for
-TASKS = types.MappingProxyType({"cls": _classification, "seg": _segmentation})
 # train: task + ranker training; infer: plain inference; score: the tavaal r pass and VAE mu + D
 # scoring; vae: VAE + discriminator training (score without vae scores with an untrained VAE:
 # the same arithmetic, so the same throughput); steady: the training step and the VAE iteration
@@ -173,7 +156,7 @@ def run_phases(args, cfg, adapter, labeled, subset, device, dist, gen) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--task", choices=sorted(TASKS), default="cls")
+    p.add_argument("--task", choices=TASKS, default="cls")
     p.add_argument("--data-root", required=True)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--labeled", type=int, default=1000)
@@ -188,7 +171,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the numbers to this file")
     p.add_argument("--start-at", type=float, help="Unix time to wait for before the first timed phase")
     args = p.parse_args()
-    config_cls, adapter_cls = TASKS[args.task]()
+    spec = load_task(args.task)  # the seg adapter factory writes data.synthetic_* scenes first, as al_seg.py does
+    config_cls, adapter_cls = spec.config_cls, spec.make_adapter
     base = [f"train.epochs={args.epochs}", f"device={args.device}", f"vae.iterations={args.vae_iterations}",
             "logging.log_every=0", *args.overrides]
     variants = [parse_variant(v) for v in args.variants] or [("default", [])]

@@ -165,5 +165,5 @@ class TaskSpec:
     datasets: Mapping[str, object]  # the data.name registry
     cli: str                    # module with main(argv) -> exit code
     tool: str                   # its script under tools/ in a checkout
-    config_cls: type | None = None                              # its BaseConfig subclass (reading a run's config)
-    make_adapter: Callable[[Any, Path], TaskAdapter] | None = None  # (config, data root) -> adapter
+    config_cls: type                                # its BaseConfig subclass (reading a run's config)
+    make_adapter: Callable[[Any, Path], TaskAdapter]  # (config, data root) -> adapter
