@@ -109,9 +109,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(call: Callable[[], bool], first: int, device: torch.device) -> tuple[float, float, int]:
-    """(extra seconds of the ``first`` calls over steady ones, seconds per steady call, calls
-    timed). ``call`` returns False when it has nothing more to do."""
+def time_calls(call: Callable[[], None], first: int, device: torch.device) -> tuple[float, float]:
+    """(extra seconds of the ``first`` calls over steady ones, seconds per steady call)."""
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(first):
@@ -120,12 +119,11 @@ def time_calls(call: Callable[[], bool], first: int, device: torch.device) -> tu
     t1 = time.perf_counter()
     n = 0
     while n < TIMED_CALLS[1] and (n < TIMED_CALLS[0] or time.perf_counter() - t1 < TIMED_SECONDS):
-        if not call():
-            break
+        call()
         n += 1
     _sync(device)
     per_call = (time.perf_counter() - t1) / max(1, n)
-    return max(0.0, (t1 - t0) - first * per_call), per_call, n
+    return max(0.0, (t1 - t0) - first * per_call), per_call
 
 
 def _first_calls(mode: str) -> int:
@@ -160,13 +158,12 @@ def measure(cfg: BaseConfig, adapter: TaskAdapter, strategy: Strategy, device: t
     if ranker is not None:
         ranker.train()
 
-    def train_call() -> bool:
+    def train_call() -> None:
         x, y = next(batches)
         training.learning_rates.set(0)
         training.runner(x, y, variant=False)
-        return True
 
-    train_first_s, train_step_s, _ = time_calls(train_call, first, device)
+    train_first_s, train_step_s = time_calls(train_call, first, device)
     training.runner.close(training.step.optimizers)
 
     scored = order[: min(pool_size, 2 * cfg.eval.batch_size)]
@@ -202,12 +199,11 @@ def _measure_vae(cfg: BaseConfig, adapter: TaskAdapter, order: np.ndarray, devic
     game.vae.train()
     game.discriminator.train()
 
-    def vae_call() -> bool:
+    def vae_call() -> None:
         game.runner(next(it_l), next(it_u))
-        return True
 
     rates.vae_mode, rates.vae_batch = game.mode, n
-    rates.vae_first_s, rates.vae_iteration_s, _ = time_calls(vae_call, _first_calls(game.mode), device)
+    rates.vae_first_s, rates.vae_iteration_s = time_calls(vae_call, _first_calls(game.mode), device)
     game.runner.close([game.step.opt_v, game.step.opt_d])
     r_u = None if r is None else r[n:]
     discriminator_logits(game.vae, game.discriminator, images[n:], r_u, cfg.eval.batch_size, precision)  # warm-up
