@@ -141,11 +141,11 @@ class InMemoryAdapter:
         x, y = self.data.fetch(idx)
         if y is not None:
             return x, y
-        has = self.data.has_targets(idx)
-        missing = [int(i) for i, h in zip(idx, has) if not h and int(i) not in self._assigned]
+        missing = self.missing_labels(idx)
         if missing:
             raise ValueError(f"pool items {missing[:5]} have no targets; labeled items need them ({self.label_help})")
         y = torch.as_tensor([self._assigned.get(int(i), 0) for i in idx])
+        has = self.data.has_targets(idx)
         if has.any():
             y[torch.as_tensor(has)] = self.data.fetch(idx[has])[1].to(y.dtype)  # type: ignore[union-attr]
         return x, y
