@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helpers import tiny_adapter, tiny_config  # noqa: E402
-from tavaal_seg.core.distributed import init_distributed  # noqa: E402
+from tavaal_seg.core.distributed import exit_process, init_distributed  # noqa: E402
 from tavaal_seg.core.ranker import LossRanker  # noqa: E402
 from tavaal_seg.core.runtime import Precision  # noqa: E402
 from tavaal_seg.core.training import discriminator_logits, evaluate, model_pass, train_vae, true_losses  # noqa: E402
@@ -51,6 +51,8 @@ def main(out: Path) -> None:
         torch.save({"ids": candidates, "rank": passed.rank, "uncertainty": passed.uncertainty,
                     "embedding": passed.embedding, "disc": logits, "metrics": metrics, "true_loss": losses}, out)
     dist.close()
+    if dist.enabled:  # a worker that used its process group ends as the tools' workers do: see exit_process
+        exit_process(0)
 
 
 if __name__ == "__main__":
