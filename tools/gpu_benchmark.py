@@ -321,7 +321,8 @@ def step_study(b: Bench) -> dict:
                    "--device", b.args.device, "--set", "logging.tensorboard=false", *protocol],
          timeout=min(b.left, 150))
     log = (b.logs / "study.log").read_text()
-    placed = [line.split(": ", 1)[1] for line in log.splitlines() if " at a time on " in line or ": fresh on " in line]
+    # whole lines: "6 runs at a time on GPU 0 (...): N MiB each (...)" and "[i/n] tavaal seed 0: fresh on GPU 0 ..."
+    placed = [line.strip() for line in log.splitlines() if " runs at a time on " in line or ": fresh on " in line]
     runs = list(csv.DictReader((out_dir / "runs.csv").open())) if (out_dir / "runs.csv").is_file() else []
     return {"placement": placed, "runs": [{k: r[k] for k in ("strategy", "seed", "status", "wall_s")} for r in runs]}
 
