@@ -54,6 +54,18 @@ def test_dry_run_counts_every_cycle_and_writes_nothing(folder_root, tmp_path, ca
     assert not run.exists()
 
 
+def test_dry_run_counts_the_ranker_a_baseline_trains_under_train_with_all_strategies(folder_root, tmp_path, capsys):
+    """ranker.train_with_all_strategies makes random train the ranking head too (detached after
+    epoch 1 of 2): twice the step shapes, as the cycle would warm up and capture them."""
+    shapes = {}
+    for flag in ("false", "true"):
+        args = tiny_run_args(folder_root, tmp_path / "run", "--strategy", "random", "--dry-run", "json",
+                             "--set", f"ranker.train_with_all_strategies={flag}")
+        assert cls_main(args) == 0
+        shapes[flag] = [c["step_shapes"] for c in json.loads(capsys.readouterr().out)["cycles"]]
+    assert shapes == {"false": [2, 2, 2], "true": [4, 4, 4]}
+
+
 def test_dry_run_with_resume_counts_what_is_left_and_leaves_the_run_dir_alone(folder_root, tmp_path, capsys):
     run = tmp_path / "run"
     assert cls_main(tiny_run_args(folder_root, run, "--cycles", "2", "--set", "logging.tensorboard=false")) == 0

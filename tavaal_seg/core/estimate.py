@@ -64,7 +64,7 @@ def plan_run(cfg: BaseConfig, strategy: Strategy, pool_size: int, test_size: int
     a, t = cfg.active, cfg.train
     initial = n_initial_listed or a.initial
     detach_epoch = int(round(t.epochs * cfg.ranker.detach_fraction))
-    variants = 2 if strategy.trains_ranker and 0 < detach_epoch < t.epochs else 1
+    variants = 2 if strategy.ranker_in_training(cfg) and 0 < detach_epoch < t.epochs else 1
     extra_pass = cfg.logging.candidate_scores and cfg.labels.mode == "oracle"  # the true-loss pass for studies
     plans = []
     for cycle in range(1, a.cycles + 1):
@@ -142,7 +142,7 @@ def measure(cfg: BaseConfig, adapter: TaskAdapter, strategy: Strategy, device: t
     pool_size = len(adapter.pool())
     order = torch.randperm(pool_size, generator=gen).numpy()
     t = cfg.train
-    model, ranker = build_models(adapter, cfg, device, strategy.trains_ranker)
+    model, ranker = build_models(adapter, cfg, device, strategy.ranker_in_training(cfg))
     training = task_training(model, ranker, adapter, cfg, precision, device, steps_per_epoch=1)
     first = _first_calls(training.mode)
     # whole batches only: a partial one would be a second step shape, warming up inside the timing
@@ -167,7 +167,7 @@ def measure(cfg: BaseConfig, adapter: TaskAdapter, strategy: Strategy, device: t
     training.runner.close(training.step.optimizers)
 
     scored = order[: min(pool_size, 2 * cfg.eval.batch_size)]
-    want = frozenset({"rank"} if ranker is not None else {"uncertainty"})
+    want = frozenset({"rank"} if strategy.trains_ranker else {"uncertainty"})
     model_pass(model, ranker, adapter, scored[: cfg.eval.batch_size], want, cfg, precision, device)  # warm-up
     _sync(device)
     t0 = time.perf_counter()

@@ -418,8 +418,7 @@ class ActiveLearningRun:
         return run_checkpoint_path(self.run_dir, cycle)
 
     def _build(self) -> tuple[torch.nn.Module, LossRanker | None]:
-        return build_models(self.adapter, self.cfg, self.device,
-                            self.strategy.trains_ranker or self.cfg.ranker.train_with_all_strategies)
+        return build_models(self.adapter, self.cfg, self.device, self.strategy.ranker_in_training(self.cfg))
 
     def _train_and_evaluate(self, cycle: int, labeled: np.ndarray) -> tuple[torch.nn.Module, LossRanker | None]:
         gen = seed_everything(derive_seed(self.cfg.seed, cycle, "train"))

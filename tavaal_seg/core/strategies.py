@@ -101,6 +101,12 @@ class Strategy:
     model_pass: Callable[[int, int], int] = _no_pass
     trains_vae: bool = False
 
+    def ranker_in_training(self, cfg: BaseConfig) -> bool:
+        """Whether a cycle trains the task model with the loss-ranking head: the strategies that
+        select with it, and every strategy under ``ranker.train_with_all_strategies`` (the
+        reference's training-matched comparison, which the cost estimate must count too)."""
+        return self.trains_ranker or cfg.ranker.train_with_all_strategies
+
 
 def _random(ctx: SelectionContext) -> Selection:
     """Uniform without replacement (the reference's Random sampled with replacement)."""
