@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tavaal_seg.core.adapter import Pool, Prediction, batch_slices, contiguous_part
+from tavaal_seg.core.adapter import Pool, Prediction, batch_slices, check_new_ids, contiguous_part
 from tavaal_seg.core.errors import DataError
 from tavaal_seg.core.steps import to_device_once
 from tavaal_seg.core.tasks import Accuracy, count_entropy, per_sample_cross_entropy, predictive_entropy
@@ -188,9 +188,7 @@ class ClassificationAdapter:
         """Unlabeled image files join the pool at the pool's image size (square pools: short side
         resized and centre-cropped, as the dataset's own images were)."""
         train = self.data.train
-        clash = set(ids) & set(train.ids)
-        if clash or len(set(ids)) != len(ids):
-            raise ValueError(f"extend_pool: ids must be new and unique, got {sorted(clash)[:5] or list(ids)[:5]}")
+        check_new_ids(ids, train.ids)
         h, w = train.images.shape[-2:]
         images = decode_images([Path(f) for f in files], h if h == w else None)
         if tuple(images.shape[-2:]) != (h, w):

@@ -5,7 +5,8 @@ through this protocol.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -130,6 +131,16 @@ class TaskAdapter(Protocol):
     def extend_pool(self, files: Sequence[Path], ids: Sequence[str], paths: Sequence[str]) -> np.ndarray:
         """Append unlabeled image files to the pool (``ids`` unique, ``paths`` what exports show)
         and return their pool indices: how images outside the dataset are scored."""
+
+
+def check_new_ids(ids: Sequence[str], known: Iterable[str]) -> None:
+    """What :meth:`TaskAdapter.extend_pool` requires of the ids it is given: unique, and none
+    already in the pool (a selection names its images by id)."""
+    clash = sorted(set(ids) & set(known))
+    repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if clash or repeated:
+        raise ValueError(f"extend_pool: ids must be new and unique; already in the pool: {clash[:5]}, "
+                         f"given more than once: {repeated[:5]}")
 
 
 def batch_slices(order: np.ndarray, batch_size: int, min_size: int = 2) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..core.adapter import Pool, Prediction, batch_slices, contiguous_part
+from ..core.adapter import Pool, Prediction, batch_slices, check_new_ids, contiguous_part
 from ..core.errors import DataError, InputNotFound
 from ..core.runtime import LOG, displayed_image_size
 from ..core.tasks import count_entropy, per_sample_cross_entropy, predictive_entropy
@@ -166,10 +166,7 @@ class SegmentationAdapter:
         """Unlabeled image files outside the dataset (new drives to rank) join the pool; images of
         another size than the pool's are scored at their native size too (batched by size) unless
         ``data.eval_size`` resizes all."""
-        known = {it.image_id for it in self.train_items}
-        clash = [i for i in ids if i in known]
-        if clash or len(set(ids)) != len(ids):
-            raise ValueError(f"extend_pool: ids must be new and unique, got {clash[:5] or list(ids)[:5]}")
+        check_new_ids(ids, (it.image_id for it in self.train_items))
         start = len(self.train_items)
         self.train_items.extend(SegItem(i, Path(f), None, None) for i, f in zip(ids, files))  # shared by both sets
         self._extra_paths.update({start + k: p for k, p in enumerate(paths)})
