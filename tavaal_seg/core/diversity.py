@@ -32,7 +32,8 @@ DIVERSITY = ("none", "kcenter")
 
 def _regex(a: ActiveConfig) -> GroupFn:
     if not a.group_pattern:
-        raise ConfigError("active.group_pattern: group_by regex needs a regular expression, e.g. '^([^_]+)_'")
+        raise ConfigError(f"active.group_pattern: expected a regular expression for group_by regex "
+                          f"(e.g. '^([^_]+)_'), got {a.group_pattern!r}")
     try:
         pattern = re.compile(a.group_pattern)
     except re.error as err:

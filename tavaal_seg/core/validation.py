@@ -42,12 +42,10 @@ def validate_core(cfg: BaseConfig) -> None:
     require(a.budget > 0, "active.budget", "a positive number of images", a.budget)
     require(a.cycles >= 1, "active.cycles", "at least 1", a.cycles)
     require(a.subset > 0, "active.subset", "a positive number of images", a.subset)
-    require(a.group_by != "regex" or bool(a.group_pattern), "active.group_pattern",
-            "a regular expression for group_by regex", a.group_pattern)
     require(a.group_by != "csv" or bool(a.group_file), "active.group_file", "a CSV file (image_id,group) for "
             "group_by csv", a.group_file)
     if a.group_by == "regex":
-        GROUP_KEYS["regex"](a)  # compiles the pattern: a ConfigError naming it
+        GROUP_KEYS["regex"](a)  # compiles the pattern: a ConfigError naming it if it is missing or invalid
     require(a.max_per_group is None or (a.max_per_group >= 1 and a.group_by is not None), "active.max_per_group",
             "null, or at least 1 together with active.group_by", a.max_per_group)
     require(a.diversity_candidates is None or a.diversity_candidates >= a.budget, "active.diversity_candidates",
