@@ -132,6 +132,11 @@ def test_colour_masks_with_a_palette_from_each_kind_of_file(tmp_path: Path, mode
     rgb = np.asarray(Image.open(root / "train/masks/000.png").convert("RGB"))
     assert (mask[(rgb == CAMVID_COLOURS["road"]).all(-1)] == 1).all()
     assert (mask[(rgb == CAMVID_COLOURS["void"]).all(-1)] == 255).all()  # a palette name that is no class
+    # previews draw each class in its mask colour; instructions to labelers name the same colours
+    adapter = SegmentationAdapter(cfg, root)
+    assert adapter.class_colors == (CAMVID_COLOURS["sky"], CAMVID_COLOURS["road"], CAMVID_COLOURS["car"])
+    assert tables[0].describe_values() == ("RGB colours of data.palette (3 classes: sky (128, 128, 128), "
+                                           "road (128, 64, 128), car (64, 0, 128))")
 
 
 def test_palette_errors_name_the_file_and_the_colour(tmp_path: Path) -> None:

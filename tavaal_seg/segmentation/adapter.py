@@ -145,14 +145,9 @@ class SegmentationAdapter:
     def _class_colors(self) -> tuple[tuple[int, int, int], ...] | None:
         """Preview colours per train id: the colours of ``data.palette`` (the masks' own), else the
         dataset's own palette for its own class table; None: the core's generated palette."""
-        t = self.table
-        if t.palette is not None:
-            colors: dict[int, tuple[int, int, int]] = {}
-            for raw, rgb in enumerate(t.palette.tolist()):
-                if t.known[raw] and t.lut[raw] < t.num_classes:
-                    colors.setdefault(int(t.lut[raw]), tuple(rgb))
-            if len(colors) == t.num_classes:
-                return tuple(colors[k] for k in range(t.num_classes))
+        colors = self.table.palette_colors()
+        if len(colors) == self.table.num_classes:
+            return tuple(colors[k] for k in range(self.table.num_classes))
         return PALETTES.get(self.cfg.data.name) if not self.cfg.data.classes else None
 
     # ------------------------------------------------------------------ pool and model

@@ -145,18 +145,22 @@ class ClassTable:
     def describe_values(self) -> str:
         """The raw mask values this table accepts, for instructions to people making masks."""
         if self.palette is not None:
+            colors = self.palette_colors()
             return f"RGB colours of data.palette ({self.num_classes} classes: " + \
-                ", ".join(f"{n} {_unpack(int(c))}" for n, c in zip(self.names[:8], self._class_codes())) + \
+                ", ".join(f"{n} {colors[k]}" for k, n in enumerate(self.names[:8]) if k in colors) + \
                 (", ..." if self.num_classes > 8 else "") + ")"
         return f"raw values {_ranges(np.flatnonzero(self.known).tolist())} ({self.num_classes} classes: " + \
             ", ".join(self.names[:8]) + (", ..." if self.num_classes > 8 else "") + ")"
 
-    def _class_codes(self) -> list[int]:
-        """The packed palette colour of each class (the first raw value mapped to it)."""
-        assert self.palette is not None
-        codes = _pack(self.palette[None])[0]
-        return [int(codes[np.flatnonzero(self.lut[: len(codes)] == k)[0]]) for k in range(self.num_classes)
-                if (self.lut[: len(codes)] == k).any()]
+    def palette_colors(self) -> dict[int, tuple[int, int, int]]:
+        """Each train id's RGB colour in ``data.palette`` (its first palette entry); empty
+        without a palette. Instructions name classes by it and previews draw with it."""
+        colors: dict[int, tuple[int, int, int]] = {}
+        if self.palette is not None:
+            for raw, (r, g, b) in enumerate(self.palette.tolist()):
+                if self.known[raw] and self.lut[raw] < self.num_classes:
+                    colors.setdefault(int(self.lut[raw]), (r, g, b))
+        return colors
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ClassTable):
