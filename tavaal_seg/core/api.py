@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapter import shuffled_batches
+from .adapter import batch_slices, shuffled_batches
 from .config import BaseConfig, ConfigError
 from .memory import InMemoryAdapter, VAEView
 from .ranker import RANK_LOSSES, LossRanker
@@ -137,7 +137,7 @@ def fit_ranker(model: nn.Module, adapter: InMemoryAdapter, labeled: np.ndarray, 
     t = cfg.train
     optimizer_cls, hyper = OPTIMIZERS[t.optimizer]
     optimizer = make_optimizer(optimizer_cls, ranker.parameters(), t.lr, False, device, **hyper(t))  # eager
-    steps_per_epoch = len(shuffled_batches(np.arange(len(labeled)), t.batch_size, generator))
+    steps_per_epoch = len(batch_slices(np.arange(len(labeled)), t.batch_size))  # counted without a shuffle's draw
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[t.schedule](t, steps_per_epoch,
                                                                                   steps_per_epoch * t.epochs))
     rank_loss = RANK_LOSSES[cfg.ranker.loss]
