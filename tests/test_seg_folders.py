@@ -181,6 +181,19 @@ def test_unlabeled_dir_joins_the_pool_and_its_masks_go_under_ann_dir(tmp_path: P
                                  f"data.label_map={root / 'label_map.csv'}"), root)
 
 
+def test_a_mask_checked_for_arrival_is_not_decoded_again_for_the_class_shares(tmp_path: Path, monkeypatch) -> None:
+    import tavaal_seg.segmentation.adapter as adapter_module
+
+    root = write_own_data(tmp_path / "my_data")
+    cfg = _cfg("labels.mode=human", f"data.label_map={root / 'label_map.csv'}")
+    expected = SegmentationAdapter(cfg, root).labeled_stats(np.arange(4))
+    decoded = []
+    monkeypatch.setattr(adapter_module, "read_mask", lambda path, table: decoded.append(path) or read_mask(path, table))
+    adapter = SegmentationAdapter(cfg, root)
+    assert adapter.missing_labels(np.arange(4)) == [] and len(decoded) == 4
+    assert adapter.labeled_stats(np.arange(4)) == expected and len(decoded) == 4
+
+
 def test_a_symlinked_tree_runs_and_exports_paths_under_the_data_root(tmp_path: Path) -> None:
     """Images and masks that are links into another disk (folders and single files); refused
     before as 'image ... is not under root ...'."""

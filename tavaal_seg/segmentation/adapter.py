@@ -211,20 +211,23 @@ class SegmentationAdapter:
     def labeled_stats(self, indices: np.ndarray) -> dict[str, float]:
         """The labeled masks' pixel share per class and its entropy (nats; the same
         ``labeled_class_entropy`` classification reports): how balanced the selection is. Each
-        mask is decoded once per process; images whose mask has not arrived are left out."""
+        mask is decoded once per process (here, or when missing_labels checked it); images whose
+        mask has not arrived are left out."""
         counts = np.zeros(self.num_classes, dtype=np.float64)
         for i in (int(k) for k in np.asarray(indices)):
             if i not in self._pixel_counts:
                 mask_path = self.train_items[i].mask
                 if mask_path is None:
                     continue
-                mask = read_mask(mask_path, self.table)
-                self._pixel_counts[i] = np.bincount(mask[mask < self.num_classes].ravel(),
-                                                    minlength=self.num_classes).astype(np.float64)
+                self._count_pixels(i, read_mask(mask_path, self.table))
             counts += self._pixel_counts[i]
         share = counts / max(counts.sum(), 1.0)
         return {"labeled_class_entropy": count_entropy(counts),
                 **{f"labeled_pixel_share/{name}": float(v) for name, v in zip(self.table.names, share)}}
+
+    def _count_pixels(self, index: int, mask: np.ndarray) -> None:
+        self._pixel_counts[index] = np.bincount(mask[mask < self.num_classes].ravel(),
+                                                minlength=self.num_classes).astype(np.float64)
 
     def test_size(self) -> int:
         return len(self.test_items)
@@ -289,6 +292,7 @@ class SegmentationAdapter:
                                 f"{width}x{height}; a mask must have its image's size")
             self.train_items[i] = dataclasses.replace(item, mask=path)
             self._validated.add(i)
+            self._count_pixels(i, mask)  # labeled_stats need not decode it again
         return missing
 
     def label_path(self, index: int) -> str:
