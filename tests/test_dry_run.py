@@ -66,6 +66,17 @@ def test_dry_run_counts_the_ranker_a_baseline_trains_under_train_with_all_strate
     assert shapes == {"false": [2, 2, 2], "true": [4, 4, 4]}
 
 
+def test_dry_run_counts_the_true_loss_pass_that_diagnostics_make(folder_root, tmp_path, capsys):
+    """logging.diagnostics (oracle mode) scores every candidate's true loss once more, as
+    logging.candidate_scores does: 30 candidates after cycles 1 and 2, none after the last."""
+    scored = {}
+    for flag in ("false", "true"):
+        args = tiny_run_args(folder_root, tmp_path / "run", "--dry-run", "json", "--set", f"logging.diagnostics={flag}")
+        assert cls_main(args) == 0
+        scored[flag] = [c["model_scored"] for c in json.loads(capsys.readouterr().out)["cycles"]]
+    assert scored == {"false": [42, 50, 0], "true": [72, 80, 0]}
+
+
 def test_dry_run_with_resume_counts_what_is_left_and_leaves_the_run_dir_alone(folder_root, tmp_path, capsys):
     run = tmp_path / "run"
     assert cls_main(tiny_run_args(folder_root, run, "--cycles", "2", "--set", "logging.tensorboard=false")) == 0

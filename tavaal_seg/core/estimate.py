@@ -65,7 +65,8 @@ def plan_run(cfg: BaseConfig, strategy: Strategy, pool_size: int, test_size: int
     initial = n_initial_listed or a.initial
     detach_epoch = int(round(t.epochs * cfg.ranker.detach_fraction))
     variants = 2 if strategy.ranker_in_training(cfg) and 0 < detach_epoch < t.epochs else 1
-    extra_pass = cfg.logging.candidate_scores and cfg.labels.mode == "oracle"  # the true-loss pass for studies
+    # the true-loss pass for studies (candidates.csv, diagnostics), as the cycle makes it
+    extra_pass = cfg.labels.mode == "oracle" and (cfg.logging.candidate_scores or cfg.logging.diagnostics)
     plans = []
     for cycle in range(1, a.cycles + 1):
         labeled = initial + a.budget * (cycle - 1)
