@@ -123,7 +123,8 @@ def check_pool_inputs(cfg: BaseConfig, pool: Pool, data_root: Path, resumed: boo
     index_of = {image_id: i for i, image_id in enumerate(pool.ids)}
     excluded = read_pool_ids(cfg.labels.exclude_list, "labels.exclude_list", pool, index_of, resumed)
     initial_ids = read_pool_ids(cfg.labels.initial_list, "labels.initial_list", pool, index_of, resumed)
-    clash = [i for i in initial_ids if i in set(excluded)]
+    excluded_ids = set(excluded)
+    clash = [i for i in initial_ids if i in excluded_ids]
     if clash:
         raise ConfigError(f"labels.initial_list and labels.exclude_list both name {clash[:5]}")
     groups = group_labels(cfg.active, pool.ids)
@@ -483,11 +484,11 @@ class ActiveLearningRun:
         record.timings["select_s"] = seconds
         record.selected = True
         oracle = self.cfg.labels.mode == "oracle"
+        writes_candidates = oracle and self.cfg.logging.candidate_scores and selection.candidate_scores is not None
         losses = None
-        if oracle and (self.cfg.logging.diagnostics or (self.cfg.logging.candidate_scores
-                                                         and selection.candidate_scores is not None)):
+        if writes_candidates or (oracle and self.cfg.logging.diagnostics):  # one true-loss pass serves both
             losses = true_losses(model, self.adapter, subset, self.cfg, self.precision, self.device, self.dist)
-        if self.cfg.logging.candidate_scores and selection.candidate_scores is not None and losses is not None:
+        if writes_candidates:
             self._write_candidates(cycle, subset, selection, losses)
         if self.cfg.logging.diagnostics:
             entropy = self.adapter.labeled_stats(selection.indices).get("labeled_class_entropy") if oracle else None
